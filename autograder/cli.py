@@ -1,0 +1,74 @@
+"""python -m autograder {release,grade} — the instructor's commands.
+
+  python -m autograder release [ASSIGNMENT]
+      regenerate notebooks/ (the student release) from solutions/ with nbgrader
+  python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
+      grade DIR/<student>/<notebook>.ipynb; write OUT/grades.csv, OUT/details.csv, OUT/feedback/
+
+Bad input ends with a one-line error on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .course import REPO, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the whole usage otherwise)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m autograder", description="Release and grade the course's notebooks.")
+    p.add_argument("--course", type=Path, default=REPO,
+                   help="the course folder holding solutions/ and nbgrader_config.py (default: this repository)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
+    r.add_argument("assignment", nargs="?", help="one assignment (default: all of solutions/)")
+
+    g = sub.add_parser("grade", help="grade a folder of submissions")
+    g.add_argument("assignment")
+    g.add_argument("--submissions", required=True, type=Path, help="DIR/<student>/<notebook>.ipynb")
+    g.add_argument("--out", required=True, type=Path, help="where grades.csv, details.csv and feedback/ go")
+    g.add_argument("--workers", type=int, default=1, help="students graded at the same time (default 1)")
+    g.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds per cell (default: Execute.timeout of nbgrader_config.py)")
+    g.add_argument("--submission-timeout", type=float, default=600.0,
+                   help="wall-clock budget of one student's whole submission, in seconds (default 600)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        repo = args.course.resolve()
+        if not (repo / "nbgrader_config.py").is_file():
+            raise UsageError(f"not a course folder (no nbgrader_config.py): {repo}")
+        if args.command == "release":
+            from .release import release
+            for path in release(args.assignment, dest=repo / "notebooks", repo=repo):
+                print(f"released {os.path.relpath(path)}")
+            return 0
+        from .grade import grade, print_table
+        start = time.monotonic()
+        results = grade(args.assignment, args.submissions, args.out, workers=args.workers,
+                        cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
+                        quiet=args.quiet, repo=repo)
+        print_table(results, args.out.resolve())
+        seconds = time.monotonic() - start
+        print(f"graded {len(results)} submissions in {seconds:.1f} s "
+              f"({seconds / len(results):.1f} s per submission, {args.workers} worker(s))")
+        return 0
+    except UsageError as e:
+        print(f"autograder: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autograder: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,134 @@
+"""Where things are, and nbgrader set up for a course root of our choosing.
+
+The course repository holds ``solutions/<assignment>/*.ipynb`` (nbgrader source) and
+``notebooks/<assignment>/*.ipynb`` (the release). Grading never runs in the repository itself: each
+operation gets a private course root (a temporary folder) with its own gradebook, so that nothing is
+written into the working tree, parallel graders cannot clash, and no student file is ever modified.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from traitlets.config import Config, PyFileConfigLoader
+
+REPO = Path(__file__).resolve().parent.parent
+
+# nbgrader runs `alembic` from PATH when it opens a gradebook: make this interpreter's scripts findable
+# even when the virtual environment is not activated (`.venv/bin/python -m autograder ...`).
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class GradedCell:
+    notebook: str      # notebook name without .ipynb
+    grade_id: str
+    max_score: float
+    kind: str          # "test" (autograded code) or "manual"
+
+
+def solutions_dir(repo: Path = REPO) -> Path:
+    return repo / "solutions"
+
+
+def assignments(repo: Path = REPO) -> list[str]:
+    """Assignment names: the folders of ``solutions/`` that hold at least one notebook."""
+    root = solutions_dir(repo)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.ipynb")))
+
+
+def check_assignment(name: str, repo: Path = REPO) -> Path:
+    known = assignments(repo)
+    if name not in known:
+        raise UsageError(f"unknown assignment {name!r}: solutions/ holds {', '.join(known) or 'no assignment'}")
+    return solutions_dir(repo) / name
+
+
+def source_notebooks(assignment: str, repo: Path = REPO) -> list[Path]:
+    return sorted(check_assignment(assignment, repo).glob("*.ipynb"))
+
+
+def graded_cells(assignment: str, repo: Path = REPO) -> list[GradedCell]:
+    """Every graded cell of the assignment, in notebook order, read from the nbgrader source."""
+    cells = []
+    for path in source_notebooks(assignment, repo):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade"):
+                kind = "manual" if meta.get("solution") or cell.cell_type != "code" else "test"
+                cells.append(GradedCell(path.stem, meta["grade_id"], float(meta.get("points", 0)), kind))
+    return cells
+
+
+def nbgrader_config(root: Path, repo: Path = REPO, **overrides) -> Config:
+    """The course's ``nbgrader_config.py`` with the course root, gradebook and exchange moved to ``root``.
+
+    ``overrides`` are ``"Class.trait": value`` pairs (e.g. ``{"Execute.timeout": 10}``) given as keywords
+    with the dot replaced by a double underscore: ``Execute__timeout=10``.
+    """
+    loader = PyFileConfigLoader("nbgrader_config.py", path=str(repo))
+    config = loader.load_config()
+    root = Path(root).resolve()
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    config.Exchange.root = str(root / "exchange")
+    for key, value in overrides.items():
+        cls, trait = key.split("__")
+        setattr(getattr(config, cls), trait, value)
+    return config
+
+
+def nbgrader_api(config: Config):
+    """An ``NbGraderAPI`` on ``config`` whose log goes to the returned dicts, not to the terminal."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    api.log.propagate = False
+    for handler in list(api.log.handlers):
+        if getattr(handler, "stream", None) in (sys.stderr, sys.stdout):
+            api.log.removeHandler(handler)
+    return api
+
+
+def copy_source(assignment: str, root: Path, repo: Path = REPO) -> None:
+    """Copy ``solutions/<assignment>`` into ``root/solutions/<assignment>``."""
+    shutil.copytree(check_assignment(assignment, repo), Path(root) / "solutions" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+
+
+def generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
+    """Run nbgrader's generate_assignment in ``root`` (a scratch course root) and return the folder that
+    holds the release; ``root/gradebook.db`` then knows the assignment, its notebooks and cells."""
+    root = Path(root)
+    copy_source(assignment, root, repo)
+    api = nbgrader_api(nbgrader_config(root, repo, CourseDirectory__release_directory="release"))
+    result = api.generate_assignment(assignment, force=True, create=True)
+    if not result["success"]:
+        raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result.get('log')}")
+    return root / "release" / assignment
+
+
+def env_for_kernels() -> dict[str, str]:
+    """The environment that graded kernels get: ours, with W&B off and a non-interactive backend."""
+    env = dict(os.environ)
+    env.setdefault("WANDB_MODE", "disabled")
+    env["MPLBACKEND"] = "Agg"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

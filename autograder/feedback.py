@@ -1,0 +1,97 @@
+"""Feedback that never shows hidden tests.
+
+nbgrader 0.9.6's feedback keeps the hidden tests in the source of test cells (its GenerateFeedback runs
+no ClearHiddenTests; nbgrader #917) and, even when they are cleared, the traceback of a failing test
+prints the lines around the failure, hidden ones included (#1363). ``SanitizeHiddenTests`` runs in
+``GenerateFeedback.preprocessors`` (see nbgrader_config.py) and, for every cell of the autograded notebook:
+
+* cuts the ``### BEGIN HIDDEN TESTS`` … ``### END HIDDEN TESTS`` block out of the source;
+* drops, from the traceback of an error in such a cell, every frame of the cell itself (IPython shows two
+  lines of context around the failing line, which can be hidden lines) and keeps the error's one-line
+  message, which ``course_lib.grading`` writes for the student;
+* removes any line of any output, in any cell, that quotes a hidden line (a student's cell could print
+  ``In`` or ``_ih``, the kernel's input history).
+"""
+from __future__ import annotations
+
+import re
+
+from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool, Unicode
+
+BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def split_hidden(source: str) -> tuple[list[str], list[str]]:
+    """(visible lines, hidden lines) of a cell's source."""
+    visible, hidden, inside = [], [], False
+    for line in source.splitlines():
+        if BEGIN in line:
+            inside = True
+        elif END in line:
+            inside = False
+        elif inside:
+            hidden.append(line)
+        else:
+            visible.append(line)
+    return visible, hidden
+
+
+def secrets_of(nb) -> set[str]:
+    """The hidden lines of a notebook, stripped (blank and very short lines, which reveal nothing and
+    would match everywhere, are left out)."""
+    found = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and BEGIN in cell.source:
+            found |= {line.strip() for line in split_hidden(cell.source)[1] if len(line.strip()) >= 8}
+    return found
+
+
+def _reveals(text: str, secrets: set[str]) -> bool:
+    plain = _ANSI.sub("", text)
+    return any(s in plain for s in secrets)
+
+
+def _scrub_text(text: str, secrets: set[str]) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not _reveals(line, secrets))
+
+
+class SanitizeHiddenTests(Preprocessor):
+    """Remove hidden tests from a graded notebook before it becomes feedback (see module docstring)."""
+
+    enabled = Bool(True).tag(config=True)   # nbconvert's Preprocessor is off unless enabled
+    placeholder = Unicode("# (hidden tests ran here: their verdict is below)").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        self._secrets = secrets_of(nb)
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        if BEGIN in cell.source:
+            visible, _ = split_hidden(cell.source)
+            cell.source = "\n".join(visible + [self.placeholder])
+            own_frame = re.compile(rf"^\s*(Cell In\s*\[{cell.get('execution_count')}\]|Input In\s*\[)")
+        else:
+            own_frame = None
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                kept = []
+                for entry in out.get("traceback", []):
+                    plain = _ANSI.sub("", entry)
+                    if own_frame is not None and own_frame.match(plain):
+                        continue
+                    if _reveals(entry, self._secrets):
+                        entry = _scrub_text(entry, self._secrets)
+                    kept.append(entry)
+                out.traceback = kept
+                out.evalue = _scrub_text(out.get("evalue", ""), self._secrets)
+            elif out.output_type == "stream":
+                out.text = _scrub_text(out.text, self._secrets)
+            elif out.output_type in ("execute_result", "display_data"):
+                for mime, value in list(out.get("data", {}).items()):
+                    if isinstance(value, str) and _reveals(value, self._secrets):
+                        out.data[mime] = _scrub_text(value, self._secrets)
+        return cell, resources

@@ -1,0 +1,171 @@
+"""Grade a folder of submissions: ``DIR/<student>/<notebook>.ipynb`` (what an LMS download gives).
+
+Writes into OUT:
+  grades.csv                      student, assignment, score, max_score
+  details.csv                     student, notebook, grade_id, score, max_score, status, message
+                                  (status: passed / failed / error / timeout / missing)
+  feedback/<student>/<nb>.html    what the student sees: scores, their code, visible tests and the
+                                  one-line verdict of the hidden tests (never their source)
+  logs/<student>.log              nbgrader's log, for the instructor
+
+Each student is graded by its own process (``autograder.worker``) in its own temporary course root,
+``workers`` at a time, under a wall-clock budget: a broken or endless submission costs at most that
+budget and never stops the others. DIR is only read.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .course import REPO, GradedCell, UsageError, check_assignment, env_for_kernels, generate, graded_cells
+
+DETAIL_COLUMNS = ["student", "notebook", "grade_id", "score", "max_score", "status", "message"]
+
+
+def students_in(submissions: Path) -> list[str]:
+    return sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, cell_timeout: int | None = None,
+          submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False) -> list[dict]:
+    """Grade every student folder of ``submissions``; return one summary dict per student."""
+    check_assignment(assignment, repo)
+    submissions, out = Path(submissions).resolve(), Path(out).resolve()
+    if not submissions.is_dir():
+        raise UsageError(f"submissions folder not found: {submissions}")
+    if out == submissions or submissions in out.parents:
+        raise UsageError(f"--out must not be inside the submissions folder ({submissions}): it is never written to")
+    students = students_in(submissions)
+    if not students:
+        raise UsageError(f"no student folders in {submissions} (expected DIR/<student>/<notebook>.ipynb)")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    cells = graded_cells(assignment, repo)
+    if cell_timeout is None:
+        from .course import nbgrader_config
+        cell_timeout = int(nbgrader_config(Path(tempfile.gettempdir()), repo).Execute.timeout)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("feedback", "logs"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-") as tmp:
+        tmp = Path(tmp)
+        generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
+        specs = []
+        for student in students:
+            spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
+                        submission=str(submissions / student), gradebook=str(tmp / "template" / "gradebook.db"),
+                        cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo))
+            Path(spec["root"]).mkdir(parents=True)
+            specs.append(spec)
+
+        results = []
+        bar = tqdm(total=len(specs), desc=f"grading {assignment}", unit="student", disable=quiet, file=sys.stdout)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_worker, spec, submission_timeout) for spec in specs]
+            for future in as_completed(futures):
+                res = future.result()
+                results.append(res)
+                _collect(res, out, assignment)
+                bar.update(1)
+                if not quiet:
+                    bar.write(f"  {res['student']}: {res['score']:g}/{res['max_score']:g}  ({res['seconds']:.1f} s)")
+        bar.close()
+    results.sort(key=lambda r: r["student"])
+    _write_csvs(results, out, assignment)
+    return results
+
+
+def _run_worker(spec: dict, budget: float) -> dict:
+    root = Path(spec["root"])
+    spec_path = root.parent / f"{spec['student']}.json"
+    spec_path.write_text(json.dumps(spec))
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(spec_path)], cwd=str(root),
+                            env=env_for_kernels(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)   # its own process group: the kernel dies with it
+    try:
+        output, _ = proc.communicate(timeout=budget)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        timed_out = True
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # any kernel left behind
+        except ProcessLookupError:
+            pass
+    seconds = time.monotonic() - start
+    result_file = root / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.exists() and not timed_out else {}
+    rows = result.get("rows") or [
+        dict(notebook=c["notebook"], grade_id=c["grade_id"], score=0.0, max_score=c["max_score"],
+             status="timeout" if timed_out else "error",
+             message=(f"grading stopped: the submission used up its {budget:g} s budget" if timed_out
+                      else "the grader failed on this submission (see its log)"))
+        for c in spec["cells"]]
+    log = output.decode(errors="replace") + result.get("log", "") + result.get("fatal", "")
+    return dict(student=spec["student"], rows=rows, root=str(root), log=log, seconds=seconds,
+                notebooks=result.get("notebooks", {}), timed_out=timed_out,
+                score=sum(r["score"] for r in rows), max_score=sum(r["max_score"] for r in rows))
+
+
+def _collect(res: dict, out: Path, assignment: str) -> None:
+    """Copy the student's feedback into OUT (or write a short page when nbgrader made none)."""
+    student, root = res["student"], Path(res["root"])
+    (out / "logs").mkdir(exist_ok=True)
+    (out / "logs" / f"{student}.log").write_text(res["log"])
+    dest = out / "feedback" / student
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in sorted({r["notebook"] for r in res["rows"]}):
+        made = root / "feedback" / student / assignment / f"{name}.html"
+        if made.exists() and not res["timed_out"]:
+            shutil.copyfile(made, dest / f"{name}.html")
+        else:
+            rows = [r for r in res["rows"] if r["notebook"] == name]
+            why = res["notebooks"].get(name) or rows[0]["message"]
+            score, max_score = sum(r["score"] for r in rows), sum(r["max_score"] for r in rows)
+            (dest / f"{name}.html").write_text(
+                "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{0}</title></head><body>"
+                "<h1>{0}: {1:g} / {2:g}</h1><p>This notebook could not be graded: {3}.</p>"
+                "</body></html>".format(html.escape(name), score, max_score, html.escape(why)))
+
+
+def _write_csvs(results: list[dict], out: Path, assignment: str) -> None:
+    with open(out / "grades.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "assignment", "score", "max_score"])
+        for r in results:
+            w.writerow([r["student"], assignment, f"{r['score']:g}", f"{r['max_score']:g}"])
+    with open(out / "details.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=DETAIL_COLUMNS)
+        w.writeheader()
+        for r in results:
+            for row in r["rows"]:
+                w.writerow({**{k: row[k] for k in DETAIL_COLUMNS[1:]}, "student": r["student"],
+                            "score": f"{row['score']:g}", "max_score": f"{row['max_score']:g}"})
+
+
+def print_table(results: list[dict], out: Path, file=sys.stdout) -> None:
+    width = max([len("student")] + [len(r["student"]) for r in results])
+    print(f"\n{'student':<{width}}  {'score':>6}  {'max':>5}  note", file=file)
+    for r in results:
+        statuses = sorted({row["status"] for row in r["rows"]} - {"passed"})
+        note = ", ".join(f"{s}: {sum(row['status'] == s for row in r['rows'])}" for s in statuses)
+        print(f"{r['student']:<{width}}  {r['score']:>6g}  {r['max_score']:>5g}  {note}", file=file)
+    print(f"\ngrades:   {out / 'grades.csv'}\ndetails:  {out / 'details.csv'}\n"
+          f"feedback: {out / 'feedback'}/<student>/<notebook>.html", file=file)

@@ -1,0 +1,28 @@
+"""nbgrader configuration of the course (read by `nbgrader ...` run from this folder and by `python -m
+autograder`, which points the course root at a private temporary folder for each graded submission)."""
+import os
+
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.course_id = "genai-lecture4"
+c.CourseDirectory.root = HERE
+c.CourseDirectory.source_directory = "solutions"    # instructor notebooks (with solutions, hidden tests)
+c.CourseDirectory.release_directory = "notebooks"   # student release, generated, committed without outputs
+# Everything nbgrader writes stays inside the working tree, in a git-ignored folder (never a system path).
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, ".nbgrader", "gradebook.db")
+c.Exchange.root = os.path.join(HERE, ".nbgrader", "exchange")
+
+# Grading.
+c.Execute.timeout = 60                       # seconds per cell; a whole-submission budget is the autograder's
+c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back and graded
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Feedback never shows hidden tests: neither their source nor the traceback lines around a failure
+# (nbgrader #917, #1363). See autograder/feedback.py.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "autograder.feedback.SanitizeHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
