@@ -27,7 +27,7 @@ demo: setup
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 test: setup
-	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider
+	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider tests solutions --nbval-lax
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -19,10 +19,23 @@ c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back a
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
+# nbgrader's own list, plus StderrAsStdout after execution: a warning printed by a student's code must not
+# zero a test cell (nbgrader scores any stderr output as a failure). See autograder/preprocessors.py.
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "autograder.preprocessors.StderrAsStdout",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
 # Feedback never shows hidden tests: neither their source nor the traceback lines around a failure
-# (nbgrader #917, #1363). See autograder/feedback.py.
+# (nbgrader #917, #1363). See autograder/preprocessors.py.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
-    "autograder.feedback.SanitizeHiddenTests",
+    "autograder.preprocessors.SanitizeHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -126,6 +126,8 @@ def _read_scores(root: Path, assignment: str, student: str, readable: list[str],
                     row.update(status="error", message="graded cell not found in the autograded notebook")
                     continue
                 status, message = cell_status(cell)
+                if status == "passed" and row["score"] < row["max_score"]:
+                    status, message = "failed", "the test cell ran without an error but nbgrader gave less than full marks"
                 if "was missing from the submission" in cell.source:
                     message = "test cell was deleted and has been restored; " + message if message else \
                         "test cell was deleted and has been restored"

@@ -10,22 +10,29 @@ largest error: that message is what a student reads in the feedback.
     >>> grading.check("apply_rope_pairs", apply_rope_pairs)
     apply_rope_pairs: 9 cases passed on cpu
 
+``check`` returns None (a value would become the cell's ``Out[]``, which nbgrader reads as a partial
+score). Whatever the student's code writes to stderr, warnings included, is shown on stdout instead:
+nbgrader gives 0 points to a test cell that wrote to stderr.
+
 Exercises are registered per assignment in ``course_lib/exercises/<assignment>.py``. Set
 ``COURSE_GRADING_DEVICES=cpu`` (comma-separated list) to restrict the devices.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
 import pkgutil
-from dataclasses import dataclass, field
+import sys
+import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "Exercise", "Result", "check", "devices", "exercises", "register", "tolerance"]
+__all__ = ["Case", "Exercise", "check", "devices", "exercises", "register", "tolerance"]
 
 # (atol, rtol) by dtype: a correct implementation in another, equally valid order of operations passes;
 # a wrong formula (errors of order 1) does not.
@@ -56,16 +63,6 @@ class Exercise:
     reference: Callable
     cases: Sequence[Case]
     hint: str = ""                     # appended to value mismatches, e.g. a common mistake to look for
-
-
-@dataclass
-class Result:
-    exercise: str
-    cases: int
-    devices: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return f"{self.exercise}: {self.cases} cases passed on {', '.join(self.devices)}"
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -101,9 +98,9 @@ def devices() -> list[torch.device]:
     return found
 
 
-def check(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] | None = None) -> Result:
+def check(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] | None = None) -> None:
     """Compare ``fn`` with the reference of ``exercise`` on all its cases; raise AssertionError on the
-    first mismatch, return a ``Result`` (shown as "NAME: N cases passed on DEVICES") otherwise."""
+    first mismatch, print "NAME: N cases passed on DEVICES" otherwise."""
     known = exercises()
     if not isinstance(exercise, str) or exercise not in known:
         raise ValueError(f"unknown exercise {exercise!r}; known exercises: {', '.join(sorted(known))}")
@@ -119,16 +116,25 @@ def check(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] |
             expected = ex.reference(*_clone(args), **_clone(kwargs))
             mine_args, mine_kwargs = _clone(args), _clone(kwargs)
             try:
-                got = fn(*mine_args, **mine_kwargs)
+                with _stderr_to_stdout():
+                    got = fn(*mine_args, **mine_kwargs)
             except NotImplementedError:
                 raise AssertionError(f"{where}: not implemented yet (the function raised NotImplementedError)") from None
             except Exception as e:  # the student's error, reported in one line
                 raise AssertionError(f"{where}: your function raised {type(e).__name__}: {_first_line(e)}") from None
             _compare(where, got, expected, ex.hint)
             _unchanged(where, mine_args, args, mine_kwargs, kwargs)
-    result = Result(exercise, len(ex.cases), [str(d) for d in devs])
-    print(result)
-    return result
+    print(f"{exercise}: {len(ex.cases)} cases passed on {', '.join(str(d) for d in devs)}")
+
+
+@contextlib.contextmanager
+def _stderr_to_stdout():
+    """Run the student's code with stderr (and warnings, which go there) shown on stdout."""
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(sys.stdout):
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"warning from your code: {w.category.__name__}: {w.message}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -24,7 +24,10 @@ def _vectors(shape: tuple[int, ...], dtype: torch.dtype, offset: int = 0, base: 
     """x of ``shape`` (..., T, d) drawn from N(0, 1); positions offset + arange(T), or random per row."""
     T = shape[-2]
     label = f"x{tuple(shape)} {str(dtype).replace('torch.', '')}"
-    label += f", positions {offset}..{offset + T - 1}" if positions_shape is None else f", positions of shape {positions_shape}"
+    if positions_shape is not None:
+        label += f", positions of shape {positions_shape}"
+    else:
+        label += f", position {offset}" if T == 1 else f", positions {offset}..{offset + T - 1}"
     label += "" if base is None else f", base={base:g}"
 
     def make(g: torch.Generator, dev: torch.device):
@@ -59,6 +62,7 @@ _APPLY_CASES = [
     _vectors((2, 4, 3, 32), torch.float32, offset=37),
     _vectors((2, 3, 4, 8), torch.float64, positions_shape=(2, 1, 4)),
     _vectors((6, 16), torch.bfloat16, offset=5),
+    _vectors((2, 16, 16), torch.bfloat16, offset=200),   # angles in bfloat16 would be off by ~0.2 here
     _vectors((1, 2, 64, 128), torch.float32),
     _vectors((3, 10, 16), torch.float64, offset=7, base=500000.0),
 ]

@@ -1,4 +1,11 @@
-"""Feedback that never shows hidden tests.
+"""nbgrader preprocessors of the course (configured in nbgrader_config.py).
+
+``StderrAsStdout`` (autograding, right after execution): nbgrader gives 0 points to a test cell that
+wrote anything to stderr, so a harmless warning raised by a student's code (a deprecation, a torch
+notice) would cost the whole exercise. It turns stderr streams into stdout streams: the text stays in
+the feedback, and only errors decide the score.
+
+``SanitizeHiddenTests`` (feedback): feedback that never shows hidden tests.
 
 nbgrader 0.9.6's feedback keeps the hidden tests in the source of test cells (its GenerateFeedback runs
 no ClearHiddenTests; nbgrader #917) and, even when they are cleared, the traceback of a failing test
@@ -94,4 +101,16 @@ class SanitizeHiddenTests(Preprocessor):
                 for mime, value in list(out.get("data", {}).items()):
                     if isinstance(value, str) and _reveals(value, self._secrets):
                         out.data[mime] = _scrub_text(value, self._secrets)
+        return cell, resources
+
+
+class StderrAsStdout(Preprocessor):
+    """Turn every stderr stream output into a stdout one (see module docstring)."""
+
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                out["name"] = "stdout"
         return cell, resources

@@ -1,0 +1,213 @@
+"""End-to-end grading of the RoPE assignment with nbgrader: one fixture submission per failure mode,
+graded once (in parallel) for the whole module."""
+import csv
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import submissions as subs
+from autograder.course import REPO, graded_cells
+from autograder.grade import grade
+
+pytestmark = pytest.mark.autograder
+
+CELLS = graded_cells("rope")
+TOTAL = sum(c.max_score for c in CELLS)
+POINTS = {c.grade_id: c.max_score for c in CELLS}
+CELL_TIMEOUT = 8
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade every fixture submission once; yield (out folder, {student: {grade_id: row}}, grades)."""
+    root = tmp_path_factory.mktemp("grading")
+    dirs = root / "submissions"
+    release, solution = subs.load("rope", "rope")
+    complete = subs.fill(release, solution)
+    subs.write(complete, dirs / "complete" / "rope.ipynb")
+    subs.write(release, dirs / "blank" / "rope.ipynb")
+    loop = subs.edit(complete, "apply_rope_halves", lambda s: s + (
+        "\n\ndef apply_rope_halves(x, positions, base=10000.0):\n    while True:\n        pass\n"))
+    subs.write(loop, dirs / "infinite_loop" / "rope.ipynb")
+    subs.write(subs.delete(complete, "test_rope_matrix"), dirs / "deleted_test" / "rope.ipynb")
+    syntax = subs.edit(complete, "rope_matrix", lambda s: s + "\n    return return\n")
+    subs.write(syntax, dirs / "syntax_error" / "rope.ipynb")
+    noisy = subs.edit(complete, "rope_thetas", lambda s: s.replace(
+        "def rope_thetas(", "import sys, warnings\n\ndef _noise():\n    warnings.warn('a harmless warning')\n"
+        "    print('debug: on stderr', file=sys.stderr)\n\n\ndef rope_thetas(", 1).replace(
+        '    """\n', '    """\n    _noise()\n', 1))
+    subs.write(noisy, dirs / "writes_stderr" / "rope.ipynb")
+    peek = subs.fill(release, solution)
+    peek.cells.append(nbformat.v4.new_code_cell("print(_ih)\nprint(In)"))
+    subs.write(peek, dirs / "prints_history" / "rope.ipynb")
+    (dirs / "invalid_json").mkdir()
+    (dirs / "invalid_json" / "rope.ipynb").write_text('{"cells": [ {"cell_type": "code", ')
+    (dirs / "missing_notebook").mkdir()
+    (dirs / "missing_notebook" / "notes.txt").write_text("I forgot to upload it")
+
+    before = _digest(dirs)
+    out = root / "out"
+    results = grade("rope", dirs, out, workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=300, quiet=True)
+    assert _digest(dirs) == before, "grading modified the submissions folder"
+    rows = {}
+    with open(out / "details.csv") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["student"], {})[row["grade_id"]] = row
+    with open(out / "grades.csv") as f:
+        grades = {r["student"]: r for r in csv.DictReader(f)}
+    yield out, rows, grades, results
+
+
+def test_output_files_and_columns(graded):
+    out, rows, grades, _ = graded
+    with open(out / "grades.csv") as f:
+        assert next(csv.reader(f)) == ["student", "assignment", "score", "max_score"]
+    with open(out / "details.csv") as f:
+        assert next(csv.reader(f))[:6] == ["student", "notebook", "grade_id", "score", "max_score", "status"]
+    assert set(grades) == set(rows) == {"complete", "blank", "infinite_loop", "deleted_test", "syntax_error",
+                                        "prints_history", "invalid_json", "missing_notebook",
+                                        "writes_stderr"}
+    for student, by_id in rows.items():
+        assert set(by_id) == set(POINTS), student
+        assert (out / "feedback" / student / "rope.html").is_file(), student
+        assert float(grades[student]["max_score"]) == TOTAL
+
+
+def test_complete_submission_gets_full_marks(graded):
+    _, rows, grades, _ = graded
+    assert float(grades["complete"]["score"]) == TOTAL
+    assert all(r["status"] == "passed" for r in rows["complete"].values())
+
+
+def test_warnings_and_stderr_cost_nothing(graded):
+    """nbgrader alone scores a test cell that wrote to stderr as 0; a student's warning must not."""
+    _, rows, grades, _ = graded
+    assert float(grades["writes_stderr"]["score"]) == TOTAL
+    assert all(r["status"] == "passed" for r in rows["writes_stderr"].values())
+
+
+def test_release_as_handed_out_gets_zero(graded):
+    _, rows, grades, _ = graded
+    assert float(grades["blank"]["score"]) == 0
+    assert {r["status"] for r in rows["blank"].values()} == {"error"}
+    assert all("NotImplementedError" in r["message"] for r in rows["blank"].values())
+
+
+def test_infinite_loop_costs_only_that_exercise(graded):
+    _, rows, grades, results = graded
+    r = rows["infinite_loop"]
+    assert r["test_apply_rope_halves"]["status"] == "timeout" and float(r["test_apply_rope_halves"]["score"]) == 0
+    others = [g for g in POINTS if g != "test_apply_rope_halves"]
+    assert all(r[g]["status"] == "passed" for g in others)
+    assert float(grades["infinite_loop"]["score"]) == TOTAL - POINTS["test_apply_rope_halves"]
+    seconds = next(x["seconds"] for x in results if x["student"] == "infinite_loop")
+    assert seconds < 120, f"an infinite loop took {seconds:.0f} s to grade"
+
+
+def test_deleted_test_cell_is_restored_and_graded(graded):
+    _, rows, grades, _ = graded
+    row = rows["deleted_test"]["test_rope_matrix"]
+    assert row["status"] == "passed" and float(row["score"]) == POINTS["test_rope_matrix"]
+    assert "restored" in row["message"]
+    assert float(grades["deleted_test"]["score"]) == TOTAL
+
+
+def test_syntax_error_fails_that_exercise_only(graded):
+    _, rows, _, _ = graded
+    r = rows["syntax_error"]
+    assert r["test_rope_matrix"]["status"] == "error" and float(r["test_rope_matrix"]["score"]) == 0
+    assert "NameError" in r["test_rope_matrix"]["message"]
+    assert all(r[g]["status"] == "passed" for g in POINTS if g != "test_rope_matrix")
+
+
+def test_unreadable_and_missing_notebooks_are_reported(graded):
+    out, rows, grades, _ = graded
+    assert float(grades["invalid_json"]["score"]) == 0
+    assert {r["status"] for r in rows["invalid_json"].values()} == {"error"}
+    assert "not a readable notebook" in next(iter(rows["invalid_json"].values()))["message"]
+    assert {r["status"] for r in rows["missing_notebook"].values()} == {"missing"}
+    assert "could not be graded" in (out / "feedback" / "invalid_json" / "rope.html").read_text()
+
+
+def _hidden_lines() -> list[str]:
+    nb = nbformat.read(REPO / "solutions" / "rope" / "rope.ipynb", as_version=4)
+    lines, inside = [], False
+    for cell in nb.cells:
+        for line in cell.source.splitlines():
+            if "### BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "### END HIDDEN TESTS" in line:
+                inside = False
+            elif inside and len(line.strip()) >= 8:
+                lines.append(line.strip())
+    assert lines
+    return lines
+
+
+def _text(html_path: Path) -> str:
+    import html
+    raw = re.sub(r"<style.*?</style>", "", html_path.read_text(), flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", "", raw))
+
+
+def test_feedback_never_shows_hidden_tests(graded):
+    out, _, _, _ = graded
+    hidden = _hidden_lines()
+    for page in sorted((out / "feedback").rglob("*.html")):
+        text = _text(page)
+        assert "HIDDEN TESTS" not in text, page
+        shown = [line for line in hidden if line in text]
+        assert not shown, f"{page.relative_to(out)} shows hidden-test lines: {shown}"
+
+
+def test_feedback_shows_the_grading_message(graded):
+    """A failing hidden test's verdict (the AssertionError of course_lib.grading) reaches the student."""
+    out, rows, _, _ = graded
+    text = _text(out / "feedback" / "blank" / "rope.html")
+    assert "NotImplementedError" in text
+    complete = _text(out / "feedback" / "complete" / "rope.html")
+    assert "cases passed on cpu" in complete
+
+
+def test_grade_table_printed_by_the_cli(tmp_path):
+    """`python -m autograder grade` on the bundled samples prints a table and where feedback is."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", "rope", "--submissions",
+                           str(REPO / "autograder" / "samples" / "rope"), "--out", str(out), "--workers", "2",
+                           "--quiet"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["student", "score", "max"])
+    table = {line.split()[0]: line.split()[1:3] for line in lines[header + 1:] if line.strip() and
+             not line.startswith(("grades:", "details:", "feedback:", "graded "))}
+    assert table["alice"] == [f"{TOTAL:g}", f"{TOTAL:g}"]
+    assert 0 < float(table["bob"][0]) < TOTAL
+    assert float(table["carol"][0]) < TOTAL
+    assert "feedback:" in proc.stdout and (out / "grades.csv").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["grade", "nosuch", "--submissions", ".", "--out", "/tmp/x"], "unknown assignment 'nosuch'"),
+    (["grade", "rope", "--submissions", "/nonexistent/dir", "--out", "/tmp/x"], "submissions folder not found"),
+    (["grade", "rope", "--out", "/tmp/x"], "--submissions"),
+    (["grade", "rope", "--submissions", "autograder/samples/rope", "--out", "/tmp/x", "--workers", "0"],
+     "--workers must be at least 1"),
+    (["release", "nosuch"], "unknown assignment 'nosuch'"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_command_line_gives_one_line_error(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "autograder", *argv], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autograder: error:") and message in err[0], proc.stderr
