@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test lab release grade bench clean
+.PHONY: setup sandbox-deps demo test lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -22,11 +22,19 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch, nbgrader, course_lib" || { echo "setup failed: see the pip output above" >&2; exit 1; }
 	@touch $(STAMP)
 
-demo: setup
+# The grading sandbox needs bubblewrap (Debian package `bubblewrap`): installed here when missing and
+# possible (root with apt-get); otherwise grading runs unsandboxed and the sandbox tests are skipped, loudly.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		echo "Installing bubblewrap for the grading sandbox..." && \
+		(apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq bubblewrap >/dev/null 2>&1); } || true
+	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap (bwrap) is not installed: grading runs WITHOUT the sandbox and the sandbox tests are SKIPPED"
+
+demo: setup sandbox-deps
 	$(PY) -m autograder release
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
-test: setup
+test: setup sandbox-deps
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider tests solutions --nbval-lax
 
 lab: setup
@@ -34,8 +42,9 @@ lab: setup
 
 release: setup
 	$(PY) -m autograder release
+	$(PY) -m autograder.submissions
 
-grade: setup
+grade: setup sandbox-deps
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 bench: setup

@@ -19,10 +19,11 @@ c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back a
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# nbgrader's own list, plus StderrAsStdout after execution: a warning printed by a student's code must not
+# nbgrader's own list, with BudgetedExecute for Execute (python -m autograder turns its budget and sandbox
+# on; plain `nbgrader autograde` runs it like Execute), plus StderrAsStdout after execution: a warning printed by a student's code must not
 # zero a test cell (nbgrader scores any stderr output as a failure). See autograder/preprocessors.py.
 c.Autograde.autograde_preprocessors = [
-    "nbgrader.preprocessors.Execute",
+    "autograder.sandbox.BudgetedExecute",     # nbgrader's Execute + a whole-submission budget + the sandbox
     "autograder.preprocessors.StderrAsStdout",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",

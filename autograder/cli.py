@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
     r.add_argument("assignment", nargs="?", help="one assignment (default: all of solutions/)")
+    r.add_argument("--bundle", type=Path, default=None,
+                   help="also write what students receive into this folder: notebooks/, environment files, and "
+                        "course_lib without the reference bodies of the exercises")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
@@ -40,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds per cell (default: Execute.timeout of nbgrader_config.py)")
     g.add_argument("--submission-timeout", type=float, default=600.0,
-                   help="wall-clock budget of one student's whole submission, in seconds (default 600)")
+                   help="time budget of one student's whole submission, in seconds: cells past it are not run "
+                        "(default 600)")
+    g.add_argument("--sandbox", choices=["auto", "on", "off"], default="auto",
+                   help="run student kernels in the bubblewrap sandbox: auto (when it works here; says so loudly "
+                        "when not), on (required), off")
+    g.add_argument("--memory-mb", type=int, default=6144, help="memory limit of a student's kernel (MiB)")
+    g.add_argument("--max-pids", type=int, default=256, help="process/thread limit of a student's kernel")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -55,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
             from .release import release
             for path in release(args.assignment, dest=repo / "notebooks", repo=repo):
                 print(f"released {os.path.relpath(path)}")
+            if args.bundle is not None:
+                from .bundle import build_bundle
+                print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo)}")
             return 0
         from .grade import grade, print_table
         start = time.monotonic()
         results = grade(args.assignment, args.submissions, args.out, workers=args.workers,
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
-                        quiet=args.quiet, repo=repo)
+                        quiet=args.quiet, repo=repo, sandbox=args.sandbox, memory_mb=args.memory_mb,
+                        max_pids=args.max_pids)
         print_table(results, args.out.resolve())
         seconds = time.monotonic() - start
         print(f"graded {len(results)} submissions in {seconds:.1f} s "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
+_CHECK = re.compile(r"""grading\.check\(\s*["'](\w+)["']""")
+
+
 class UsageError(Exception):
     """Bad input from the command line: printed as one line, exit status 2."""
 
@@ -36,6 +40,7 @@ class GradedCell:
     grade_id: str
     max_score: float
     kind: str          # "test" (autograded code) or "manual"
+    exercises: tuple[str, ...] = ()   # the course_lib.grading exercises its hidden tests check
 
 
 def solutions_dir(repo: Path = REPO) -> Path:
@@ -71,7 +76,8 @@ def graded_cells(assignment: str, repo: Path = REPO) -> list[GradedCell]:
             meta = cell.metadata.get("nbgrader", {})
             if meta.get("grade"):
                 kind = "manual" if meta.get("solution") or cell.cell_type != "code" else "test"
-                cells.append(GradedCell(path.stem, meta["grade_id"], float(meta.get("points", 0)), kind))
+                checked = tuple(_CHECK.findall(cell.source)) if kind == "test" else ()
+                cells.append(GradedCell(path.stem, meta["grade_id"], float(meta.get("points", 0)), kind, checked))
     return cells
 
 

@@ -39,9 +39,28 @@ def students_in(submissions: Path) -> list[str]:
     return sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+def sandbox_mode(requested: str) -> tuple[bool, str]:
+    """(use the sandbox?, one line saying so) for --sandbox auto|on|off."""
+    if requested == "off":
+        return False, "sandbox: OFF (--sandbox off): student code runs with the grader's rights"
+    from .sandbox import cgroups_writable, check
+    reason = check()
+    if reason is None:
+        limits = "process and memory limits by cgroup" if cgroups_writable() else \
+            "memory limit by RLIMIT_AS (cgroups not writable: no process limit)"
+        return True, f"sandbox: on (bubblewrap: no network, read-only system, private folder; {limits})"
+    if requested == "on":
+        raise UsageError(f"--sandbox on, but {reason}")
+    return False, f"sandbox: OFF: {reason}. Student code runs with the grader's rights! (--sandbox on to require it)"
+
+
 def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, cell_timeout: int | None = None,
-          submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False) -> list[dict]:
-    """Grade every student folder of ``submissions``; return one summary dict per student."""
+          submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False, sandbox: str = "auto",
+          memory_mb: int = 6144, max_pids: int = 256) -> list[dict]:
+    """Grade every student folder of ``submissions``; return one summary dict per student.
+
+    ``submission_timeout`` is each submission's budget: cells past it are not run (and say so); the
+    worker is killed 60 s later if it is still running, and scored from the records it left."""
     check_assignment(assignment, repo)
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
     if not submissions.is_dir():
@@ -58,24 +77,32 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         from .course import nbgrader_config
         cell_timeout = int(nbgrader_config(Path(tempfile.gettempdir()), repo).Execute.timeout)
 
+    use_sandbox, sandbox_line = sandbox_mode(sandbox)
+    if not quiet or not use_sandbox:
+        print(sandbox_line, file=sys.stdout if use_sandbox else sys.stderr)
+
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("feedback", "logs"):
         shutil.rmtree(out / sub, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-") as tmp:
         tmp = Path(tmp)
         generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
+        from .bundle import strip_course_lib
+        strip_course_lib(tmp / "bundle", [assignment], repo)  # the course_lib a graded kernel imports
         specs = []
         for student in students:
             spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
                         submission=str(submissions / student), gradebook=str(tmp / "template" / "gradebook.db"),
-                        cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo))
+                        cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo),
+                        sandbox=use_sandbox, budget=submission_timeout, bundle=str(tmp / "bundle"),
+                        memory_mb=memory_mb, max_pids=max_pids)
             Path(spec["root"]).mkdir(parents=True)
             specs.append(spec)
 
         results = []
         bar = tqdm(total=len(specs), desc=f"grading {assignment}", unit="student", disable=quiet, file=sys.stdout)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_worker, spec, submission_timeout) for spec in specs]
+            futures = [pool.submit(_run_worker, spec, submission_timeout + 60) for spec in specs]
             for future in as_completed(futures):
                 res = future.result()
                 results.append(res)
@@ -84,9 +111,37 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
                 if not quiet:
                     bar.write(f"  {res['student']}: {res['score']:g}/{res['max_score']:g}  ({res['seconds']:.1f} s)")
         bar.close()
-    results.sort(key=lambda r: r["student"])
+        results.sort(key=lambda r: r["student"])
+        _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db")
     _write_csvs(results, out, assignment)
     return results
+
+
+def _write_gradebook(results: list[dict], out: Path, assignment: str, template: Path) -> None:
+    """One gradebook for the class, OUT/gradebook.db, written by this process alone after the workers:
+    consistent whatever the number of workers (nbgrader's own tools can read it: `nbgrader export`)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    import warnings
+
+    db = out / "gradebook.db"
+    db.unlink(missing_ok=True)
+    shutil.copy(template, db)
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+        warnings.simplefilter("ignore")          # SQLAlchemy's SAWarning about nbgrader's own relationships
+        for r in results:
+            gb.update_or_create_student(r["student"])
+            try:
+                gb.find_submission(assignment, r["student"])
+            except MissingEntry:
+                gb.add_submission(assignment, r["student"])
+            for row in r["rows"]:
+                try:
+                    g = gb.find_grade(row["grade_id"], row["notebook"], assignment, r["student"])
+                except MissingEntry:
+                    continue
+                g.auto_score, g.needs_manual_grade = row["score"], False
+        gb.db.commit()
 
 
 def _run_worker(spec: dict, budget: float) -> dict:
@@ -112,12 +167,15 @@ def _run_worker(spec: dict, budget: float) -> dict:
     seconds = time.monotonic() - start
     result_file = root / "result.json"
     result = json.loads(result_file.read_text()) if result_file.exists() and not timed_out else {}
-    rows = result.get("rows") or [
-        dict(notebook=c["notebook"], grade_id=c["grade_id"], score=0.0, max_score=c["max_score"],
-             status="timeout" if timed_out else "error",
-             message=(f"grading stopped: the submission used up its {budget:g} s budget" if timed_out
-                      else "the grader failed on this submission (see its log)"))
-        for c in spec["cells"]]
+    rows = result.get("rows")
+    if not rows:   # killed at the budget, or the worker itself failed: score what the records show
+        from .worker import finish
+        rows = finish(spec)
+        for row in rows:
+            if row["status"] in ("error", "timeout") and not row["message"].startswith(("not a readable", "notebook not")):
+                row["message"] = (f"grading stopped: the submission used up its {spec['budget']:g} s budget"
+                                  if timed_out else "the grader failed on this submission (see its log)")
+                row["status"] = "timeout" if timed_out else "error"
     log = output.decode(errors="replace") + result.get("log", "") + result.get("fatal", "")
     return dict(student=spec["student"], rows=rows, root=str(root), log=log, seconds=seconds,
                 notebooks=result.get("notebooks", {}), timed_out=timed_out,

@@ -1,21 +1,30 @@
 """Grade one student's submission in a private course root: ``python -m autograder.worker SPEC.json``.
 
 The parent (``autograder.grade``) runs one such process per student, several at a time, each under a
-wall-clock budget, and kills the whole process group (kernel included) when the budget runs out. This
-process:
+wall-clock budget, and kills the whole process group when it runs out. This process:
 
 1. lays out ``ROOT/`` as an nbgrader course: the assignment's source, a copy of the template gradebook,
    and ``submitted/<student>/<assignment>/`` with a *copy* of each readable notebook (the student's
-   files are only read);
-2. runs nbgrader's autograde (which restores deleted or altered test cells, executes the notebook with a
-   per-cell timeout, and records the scores) and generate_feedback (through ``SanitizeHiddenTests``);
-3. writes ``ROOT/result.json``: one row per graded cell with score, status and a one-line message.
+   files are only read); ``ROOT/home`` is the student's working folder (``/home/student`` in the
+   sandbox), where the hidden tests leave their records;
+2. reads the submitted code for forbidden shortcuts (``autograder.static_checks``);
+3. runs nbgrader's autograde (which restores deleted or altered test cells) with ``BudgetedExecute``:
+   the kernel in the sandbox, a per-cell timeout and a budget for the whole submission;
+4. scores every test cell that runs ``course_lib.grading.check`` from the *records* its hidden tests
+   left, verified here against the reference (``grading.verify``): what the kernel printed or patched
+   does not count; other test cells keep nbgrader's score;
+5. writes the scores into the gradebook, each verdict under its test cell, generates the feedback
+   (hidden tests removed) and ``ROOT/result.json``.
+
+``finish()`` does step 4 alone, for the parent, when this process was killed at the budget.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -23,7 +32,9 @@ import nbformat
 
 from .course import GradedCell, REPO, copy_source, nbgrader_api, nbgrader_config
 
-TIMEOUT_ERRORS = {"CellTimeoutError", "KeyboardInterrupt", "TimeoutError", "DeadKernelError"}
+TIMEOUT_ERRORS = {"CellTimeoutError", "KeyboardInterrupt", "TimeoutError", "SubmissionStopped"}
+STOPPED_ERRORS = {"SubmissionStopped", "KernelDied"}     # the evalue says it all
+RECORDS = ".grading"
 
 
 def read_submission(path: Path) -> tuple[object | None, str]:
@@ -39,19 +50,132 @@ def read_submission(path: Path) -> tuple[object | None, str]:
     return nb, ""
 
 
+def sanitize(nb, source):
+    """Our copy of a submission, made safe for nbgrader 0.9.6 (which crashes on some of them): cells
+    whose nbgrader metadata lacks a grade id, repeats one, or names one the source does not have become
+    ordinary cells. nbgrader then restores the real test cells as usual."""
+    known = {c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells} - {None}
+    seen = set()
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:
+            continue
+        gid = meta.get("grade_id") if isinstance(meta, dict) else None
+        if gid is None or gid in seen or gid not in known:
+            del cell.metadata["nbgrader"]
+        else:
+            seen.add(gid)
+    return nb
+
+
 def cell_status(cell) -> tuple[str, str]:
-    """(status, message) of an executed test cell, from its outputs."""
-    if cell.get("execution_count") is None and not cell.get("outputs"):
-        return "error", "this cell did not run"
+    """(status, message) of an executed test cell, from its outputs (what the kernel said)."""
+    if cell is None:
+        return "error", "the test cell is not in the graded notebook"
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
             ename, evalue = out.get("ename", "Error"), (out.get("evalue") or "").strip()
             first = evalue.splitlines()[0] if evalue else ""
             if ename in TIMEOUT_ERRORS:
-                return "timeout", f"{ename}: stopped after the per-cell time limit"
+                return "timeout", first if ename == "SubmissionStopped" else f"{ename}: stopped after the per-cell time limit"
+            if ename in STOPPED_ERRORS:
+                return "error", first
             status = "failed" if ename == "AssertionError" else "error"
             return status, f"{ename}: {first}" if first else ename
+    if cell.get("execution_count") is None:
+        return "error", "this cell did not run"
     return "passed", ""
+
+
+def verdicts(spec: dict) -> dict[str, tuple[bool, str]]:
+    """{exercise: (passed, message)} from the records in the student's folder, checked here against the
+    reference on the devices of this machine, and from the static checks."""
+    from course_lib import grading
+
+    records = Path(spec["root"]) / "home" / RECORDS
+    static = spec.get("static", {})
+    found = {}
+    for name in sorted({e for c in spec["cells"] for e in c.get("exercises", ())}):
+        path = records / f"{name}.pt"
+        if name in static:
+            found[name] = (False, f"{name}: {static[name]}")
+        elif not path.is_file():
+            found[name] = None
+        else:
+            try:
+                verdict = grading.verify(grading.load_record(path))
+                found[name] = (verdict.passed, verdict.message)
+            except Exception as e:  # a record the student's code forged or truncated
+                found[name] = (False, f"{name}: the record of the hidden tests is unreadable ({type(e).__name__})")
+    return found
+
+
+def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[str, str], float]) -> list[dict]:
+    """One row per graded cell: score, status, message."""
+    found = verdicts(spec)
+    rows = []
+    for c in (GradedCell(**c) for c in spec["cells"]):
+        row = dict(notebook=c.notebook, grade_id=c.grade_id, score=0.0, max_score=c.max_score, status="error",
+                   message="")
+        why = spec.get("unreadable", {}).get(c.notebook) or spec.get("failed", {}).get(c.notebook)
+        nb = graded_nb.get(c.notebook)
+        cell = None if nb is None else next((x for x in nb.cells
+                                             if x.metadata.get("nbgrader", {}).get("grade_id") == c.grade_id), None)
+        if why:
+            row.update(status="missing" if why == "notebook not submitted" else "error", message=why)
+            if c.exercises and all(found.get(e) and found[e][0] for e in c.exercises):
+                row.update(score=c.max_score, status="passed")     # its records still verify
+        elif c.exercises:
+            results = [found.get(e) for e in c.exercises]
+            if all(r is not None and r[0] for r in results):
+                row.update(score=c.max_score, status="passed")
+            else:
+                failed = next((r for r in results if r is not None and not r[0]), None)
+                if failed is not None:
+                    msg = failed[1]
+                    status = "error" if ("your function raised" in msg or "not implemented" in msg) else "failed"
+                    row.update(status=status, message=msg)
+                else:   # no record: the hidden tests did not run; the kernel's outputs say why
+                    status, msg = cell_status(cell)
+                    if status == "passed":
+                        status, msg = "error", "the hidden tests did not run (no record of them)"
+                    row.update(status=status, message=msg)
+        elif cell is not None:
+            status, msg = cell_status(cell)
+            row.update(score=float(nbgrader_scores.get((c.notebook, c.grade_id), 0.0)), status=status, message=msg)
+            if status == "passed" and row["score"] < c.max_score:
+                row.update(status="failed", message="nbgrader gave less than full marks")
+        else:
+            row.update(status="timeout" if spec.get("timed_out") else "error",
+                       message="grading stopped before this cell" if spec.get("timed_out") else "not graded")
+        if cell is not None and "was missing from the submission" in cell.source:
+            row["message"] = "test cell was deleted and has been restored" + (f"; {row['message']}" if row["message"] else "")
+        rows.append(row)
+    return rows
+
+
+def finish(spec: dict) -> list[dict]:
+    """Score from the records alone (the worker was stopped before nbgrader finished)."""
+    spec = {**spec, "timed_out": True}
+    spec.setdefault("unreadable", {})
+    spec.setdefault("static", {})
+    notebooks = sorted({c["notebook"] for c in spec["cells"]})
+    for name in notebooks:
+        nb, why = read_submission(Path(spec["submission"]) / f"{name}.ipynb")
+        if nb is None:
+            spec["unreadable"][name] = why
+        else:
+            spec["static"].update(_static(spec, name))
+    return score(spec, {}, {})
+
+
+def _static(spec: dict, name: str) -> dict[str, str]:
+    from course_lib import grading
+
+    from .static_checks import scan_files
+    repo = Path(spec.get("repo", REPO))
+    return scan_files(Path(spec["submission"]) / f"{name}.ipynb", repo / "solutions" / spec["assignment"] / f"{name}.ipynb",
+                      grading.exercises_of(spec["assignment"]))
 
 
 def grade(spec: dict) -> dict:
@@ -60,78 +184,119 @@ def grade(spec: dict) -> dict:
     repo = Path(spec.get("repo", REPO))
     cells = [GradedCell(**c) for c in spec["cells"]]
     notebooks = sorted({c.notebook for c in cells})
-    rows: dict[tuple[str, str], dict] = {
-        (c.notebook, c.grade_id): dict(notebook=c.notebook, grade_id=c.grade_id, score=0.0,
-                                       max_score=c.max_score, status="error", message="")
-        for c in cells
-    }
     result = {"student": student, "notebooks": {}, "rows": [], "log": ""}
 
-    # 1. the course root
+    # 1. the course root and the student's folder
     copy_source(assignment, root, repo)
     shutil.copy(spec["gradebook"], root / "gradebook.db")
     submitted = root / "submitted" / student / assignment
     submitted.mkdir(parents=True)
-    readable = []
+    home = root / "home"
+    (home / RECORDS).mkdir(parents=True, exist_ok=True)
+    readable, unreadable = [], {}
     for name in notebooks:
         nb, why = read_submission(Path(spec["submission"]) / f"{name}.ipynb")
         result["notebooks"][name] = why or "graded"
         if nb is None:
-            status = "missing" if why == "notebook not submitted" else "error"
-            for row in rows.values():
-                if row["notebook"] == name:
-                    row.update(status=status, message=why)
+            unreadable[name] = why
             continue
-        shutil.copyfile(Path(spec["submission"]) / f"{name}.ipynb", submitted / f"{name}.ipynb")
+        source = nbformat.read(root / "solutions" / assignment / f"{name}.ipynb", as_version=4)
+        nbformat.write(sanitize(nb, source), submitted / f"{name}.ipynb")
         readable.append(name)
+    spec["unreadable"] = unreadable
 
-    # 2. nbgrader autograde + feedback
+    # 2. static checks of the submitted code
+    spec["static"] = {}
+    for name in readable:
+        spec["static"].update(_static(spec, name))
+
+    graded: dict[str, object] = {}
+    scores: dict[tuple[str, str], float] = {}
     if readable:
-        api = nbgrader_api(nbgrader_config(root, repo, Execute__timeout=spec["cell_timeout"]))
+        # 3. nbgrader autograde, the kernel sandboxed and time-bounded
+        ipc = Path(tempfile.mkdtemp(prefix="k-", dir="/tmp"))       # short: Unix socket paths are limited
+        kernel_env = {"NBGRADER_EXECUTION": "autograde", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+        for key in ("COURSE_GRADING_DEVICES", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
+            if key in os.environ:
+                kernel_env[key] = os.environ[key]
+        if spec.get("sandbox"):
+            from .sandbox import RECORDS as SANDBOX_RECORDS
+            kernel_env["COURSE_GRADING_RECORD"] = SANDBOX_RECORDS
+        else:
+            os.environ["COURSE_GRADING_RECORD"] = str(home / RECORDS)
+        config = nbgrader_config(
+            root, repo, Execute__timeout=spec["cell_timeout"], BudgetedExecute__budget=float(spec["budget"]),
+            BudgetedExecute__sandbox=bool(spec.get("sandbox")), SandboxedKernelManager__work_dir=str(home),
+            SandboxedKernelManager__ipc_dir=str(ipc), SandboxedKernelManager__python_path=[spec["bundle"]],
+            SandboxedKernelManager__kernel_env=kernel_env, SandboxedKernelManager__name=student,
+            SandboxedKernelManager__memory_mb=int(spec.get("memory_mb", 6144)),
+            SandboxedKernelManager__max_pids=int(spec.get("max_pids", 256)))
+        api = nbgrader_api(config)
         auto = api.autograde(assignment, student, force=True, create=True)
         result["log"] += auto.get("log", "") + (auto.get("error") or "")
-        if auto["success"]:
-            fb = api.generate_feedback(assignment, student, force=True)
-            result["log"] += fb.get("log", "") + (fb.get("error") or "")
-            _read_scores(root, assignment, student, readable, rows)
-        else:
-            for row in rows.values():
-                if row["notebook"] in readable:
-                    row.update(status="error", message="nbgrader could not grade this notebook (see the log)")
+        shutil.rmtree(ipc, ignore_errors=True)
+        for name in readable:
+            path = root / "autograded" / student / assignment / f"{name}.ipynb"
+            if path.exists():
+                graded[name] = nbformat.read(path, as_version=4)
+            else:
+                spec.setdefault("failed", {})[name] = "nbgrader could not grade this notebook (see the log)"
+        scores = _nbgrader_scores(root, assignment, student, readable)
 
-    result["rows"] = list(rows.values())
+    # 4. scores from the records, verified here
+    rows = score(spec, graded, scores)
+    result["rows"] = rows
+
+    # 5. gradebook, verdicts under their cells, feedback
+    if graded:
+        _write_scores(root, assignment, student, rows)
+        for name, nb in graded.items():
+            _annotate(nb, [r for r in rows if r["notebook"] == name], cells)
+            nbformat.write(nb, root / "autograded" / student / assignment / f"{name}.ipynb")
+        fb = api.generate_feedback(assignment, student, force=True)
+        result["log"] += fb.get("log", "") + (fb.get("error") or "")
+    result["static"] = spec["static"]
     return result
 
 
-def _read_scores(root: Path, assignment: str, student: str, readable: list[str], rows: dict) -> None:
+def _nbgrader_scores(root: Path, assignment: str, student: str, names: list[str]) -> dict[tuple[str, str], float]:
     from nbgrader.api import Gradebook, MissingEntry
 
+    out = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        for name in readable:
+        for name in names:
             try:
                 sub = gb.find_submission_notebook(name, assignment, student)
             except MissingEntry:
                 continue
-            scores = {g.name: (g.score, g.max_score) for g in sub.grades}
-            graded = root / "autograded" / student / assignment / f"{name}.ipynb"
-            nb = nbformat.read(graded, as_version=4) if graded.exists() else None
-            by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in (nb.cells if nb else [])}
-            for (nbname, grade_id), row in rows.items():
-                if nbname != name:
-                    continue
-                score, _ = scores.get(grade_id, (0.0, row["max_score"]))
-                row["score"] = float(score or 0.0)
-                cell = by_id.get(grade_id)
-                if cell is None:
-                    row.update(status="error", message="graded cell not found in the autograded notebook")
-                    continue
-                status, message = cell_status(cell)
-                if status == "passed" and row["score"] < row["max_score"]:
-                    status, message = "failed", "the test cell ran without an error but nbgrader gave less than full marks"
-                if "was missing from the submission" in cell.source:
-                    message = "test cell was deleted and has been restored; " + message if message else \
-                        "test cell was deleted and has been restored"
-                row.update(status=status, message=message)
+            out.update({(name, g.name): float(g.score or 0.0) for g in sub.grades})
+    return out
+
+
+def _write_scores(root: Path, assignment: str, student: str, rows: list[dict]) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for row in rows:
+            try:
+                g = gb.find_grade(row["grade_id"], row["notebook"], assignment, student)
+            except MissingEntry:
+                continue
+            g.auto_score, g.manual_score, g.needs_manual_grade = row["score"], None, False
+        gb.db.commit()
+
+
+def _annotate(nb, rows: list[dict], cells: list[GradedCell]) -> None:
+    """Put the grader's verdict under each test cell whose hidden tests it verified."""
+    checked = {c.grade_id for c in cells if c.exercises}
+    by_id = {r["grade_id"]: r for r in rows}
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in checked and gid in by_id:
+            row = by_id[gid]
+            text = ("Hidden tests: passed" if row["status"] == "passed" else f"Hidden tests: {row['status']}: "
+                    f"{row['message']}") + f" ({row['score']:g}/{row['max_score']:g} points)\n"
+            cell.setdefault("outputs", []).append(nbformat.v4.new_output("stream", name="stdout", text=text))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,11 @@
-"""The student release (notebooks/) is exactly what nbgrader generates from solutions/, holds no
-solution or hidden-test text and no outputs, and runs up to the first exercise left to the student."""
+"""The student release (notebooks/) is exactly what nbgrader generates from solutions/, and holds no
+solution or hidden-test text and no outputs. (That it runs up to the first exercise, with the student
+bundle's course_lib, is tests/notebooks/test_bundle.py.)"""
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 from autograder.course import REPO, assignments
 from autograder.release import release
@@ -79,16 +78,6 @@ def test_release_leaks_no_solution_or_hidden_test(path):
     assert secret, "the solution notebook has no solution or hidden tests?"
     leaked = [line for line in secret if line in released]
     assert not leaked, f"{_id(path)} shows solution/hidden-test lines: {leaked[:3]}"
-
-
-@pytest.mark.parametrize("path", RELEASED, ids=_id)
-def test_release_runs_until_the_first_exercise(path):
-    """A student opening the release gets no error before the first `raise NotImplementedError()`."""
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
-    with pytest.raises(CellExecutionError) as info:
-        client.execute()
-    assert "NotImplementedError" in str(info.value), f"{_id(path)} fails before any exercise:\n{info.value}"
 
 
 def _functions_defined(cell) -> list[str]:
