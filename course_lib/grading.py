@@ -249,8 +249,8 @@ def _stderr_to_stdout():
 @contextlib.contextmanager
 def _tripwires(names: Sequence[str]):
     """Yield a set that collects the forbidden ``names`` used inside the block: Python functions
-    ("torch.nn.functional.conv2d") are wrapped for the block's duration, ``aten::`` ops are seen by a
-    dispatch mode (whatever Python name reached them)."""
+    ("torch.nn.functional.conv2d", of modules already loaded) are wrapped for the block's duration,
+    ``aten::`` ops are seen by a dispatch mode (whatever Python name reached them)."""
     used: set[str] = set()
     if not names:
         yield used
@@ -258,10 +258,9 @@ def _tripwires(names: Sequence[str]):
     restore = []
     for name in (n for n in names if not n.startswith("aten::")):
         module_name, _, attr = name.rpartition(".")
-        try:
-            owner = importlib.import_module(module_name)
-            original = getattr(owner, attr)
-        except (ImportError, AttributeError):
+        owner = sys.modules.get(module_name)     # only what is loaded: importing (flex attention) is slow
+        original = getattr(owner, attr, None)
+        if original is None:
             continue
 
         def wire(*args, __name=name, __original=original, **kwargs):
