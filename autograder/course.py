@@ -116,7 +116,7 @@ def nbgrader_api(config: Config):
 def copy_source(assignment: str, root: Path, repo: Path = REPO) -> None:
     """Copy ``solutions/<assignment>`` into ``root/solutions/<assignment>``."""
     shutil.copytree(check_assignment(assignment, repo), Path(root) / "solutions" / assignment,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "wandb"))
 
 
 def generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
