@@ -1,0 +1,46 @@
+"""Every assignment end to end: a complete submission gets full marks, the release as handed out gets zero
+on every exercise, and the feedback shows no hidden test. (The RoPE assignment's failure modes are in
+test_grade.py and test_hostile.py.)"""
+import csv
+import html
+import re
+
+import nbformat
+import pytest
+
+from autograder import submissions as subs
+from autograder.course import REPO, assignments, graded_cells, source_notebooks
+from autograder.grade import grade
+
+pytestmark = pytest.mark.autograder
+
+OTHERS = [a for a in assignments() if a != "rope"]
+
+
+@pytest.mark.parametrize("assignment", OTHERS)
+def test_complete_gets_full_marks_and_blank_gets_zero(assignment, tmp_path):
+    dirs = tmp_path / "submissions"
+    for path in source_notebooks(assignment):
+        release, solution = subs.load(assignment, path.stem)
+        subs.write(subs.fill(release, solution), dirs / "complete" / path.name)
+        subs.write(release, dirs / "blank" / path.name)
+    out = tmp_path / "out"
+    grade(assignment, dirs, out, workers=2, quiet=True, submission_timeout=300)
+    cells = graded_cells(assignment)
+    total = sum(c.max_score for c in cells)
+    assert len(cells) >= 3 and all(c.exercises for c in cells), "each graded cell runs hidden tests"
+    with open(out / "details.csv") as f:
+        rows = list(csv.DictReader(f))
+    complete = [r for r in rows if r["student"] == "complete"]
+    blank = [r for r in rows if r["student"] == "blank"]
+    assert all(r["status"] == "passed" for r in complete), [r for r in complete if r["status"] != "passed"]
+    assert sum(float(r["score"]) for r in complete) == total
+    assert all(float(r["score"]) == 0 and r["status"] in ("error", "failed") for r in blank), blank
+    hidden = [line.strip() for path in source_notebooks(assignment)
+              for cell in nbformat.read(path, as_version=4).cells
+              for line in cell.source.split("### BEGIN HIDDEN TESTS")[-1].split("### END HIDDEN TESTS")[0].splitlines()
+              if "### BEGIN HIDDEN TESTS" in cell.source and len(line.strip()) >= 8]
+    for page in (out / "feedback").rglob("*.html"):
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert not [h for h in hidden if h in text], page
+    assert (REPO / "notebooks" / assignment).is_dir()
