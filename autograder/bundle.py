@@ -1,8 +1,9 @@
 """What students receive: ``python -m autograder release --bundle OUT [ASSIGNMENT]``.
 
 OUT gets the release notebooks (``notebooks/``), the environment files, a short README, and a copy of
-``course_lib`` in which the *reference bodies of the graded exercises* are replaced by
-``raise NotImplementedError(...)`` (docstrings and signatures stay: they are the specification). With an
+``course_lib`` in which the *reference bodies of the graded exercises* (and of the functions that would
+give them away, ``Exercise.gives_away``) are replaced by ``raise NotImplementedError(...)`` (docstrings
+and signatures stay: they are the specification). With an
 ASSIGNMENT, only that assignment's exercises are removed (earlier assignments' pieces stay usable, e.g.
 by a capstone); without, all of them.
 
@@ -29,8 +30,9 @@ def exercise_functions(names: list[str]) -> dict[Path, set[str]]:
     found: dict[Path, set[str]] = {}
     for assignment in names:
         for ex in grading.exercises_of(assignment).values():
-            fn = inspect.unwrap(ex.reference)
-            found.setdefault(Path(inspect.getsourcefile(fn)).resolve(), set()).add(fn.__qualname__)
+            for fn in (ex.reference, *ex.gives_away):
+                fn = inspect.unwrap(fn)
+                found.setdefault(Path(inspect.getsourcefile(fn)).resolve(), set()).add(fn.__qualname__)
     return found
 
 

@@ -45,6 +45,7 @@ from nbgrader.preprocessors import Execute
 HOME = "/home/student"                       # the student's folder, inside the sandbox
 RECORDS = f"{HOME}/.grading"                 # where course_lib.grading writes its records
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MIN_CELL_SECONDS = 5                         # a cell starting with less budget left than this is not run
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -250,7 +251,7 @@ class BudgetedExecute(Execute):
             return cell, resources
         if not self._stopped[0] and self.budget:
             remaining = self.budget - (time.monotonic() - self._started)
-            if remaining <= 0:
+            if remaining <= MIN_CELL_SECONDS:
                 self._stopped = ("SubmissionStopped", f"not run: the submission used up its {self.budget:g} s "
                                                       f"time budget before this cell")
             else:
@@ -263,9 +264,16 @@ class BudgetedExecute(Execute):
             return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
-        except Exception as e:  # DeadKernelError and friends: the kernel is gone, the rest cannot run
+        except Exception as e:  # the kernel is gone, or did not come back from a timeout: the rest cannot run
             name = type(e).__name__
-            if "Dead" not in name and "Unresponsive" not in name and "Timeout" not in name:
+            if "Timeout" in name:
+                over = self.budget and time.monotonic() - self._started >= self.budget - MIN_CELL_SECONDS
+                why = "the submission used up its time budget" if over else "the kernel did not answer after a timeout"
+                self._stopped = ("SubmissionStopped", f"not run: {why} in an earlier cell")
+                cell.outputs = [NotebookNode(output_type="error", ename="CellTimeoutError", evalue=f"stopped: {why}",
+                                             traceback=[f"CellTimeoutError: stopped: {why}"])]
+                return cell, resources
+            if "Dead" not in name and "Unresponsive" not in name:
                 raise
             self._stopped = ("KernelDied", f"not run: the kernel died in an earlier cell ({name})")
             cell.outputs = [NotebookNode(output_type="error", ename="KernelDied",

@@ -77,7 +77,7 @@ def cell_status(cell) -> tuple[str, str]:
             ename, evalue = out.get("ename", "Error"), (out.get("evalue") or "").strip()
             first = evalue.splitlines()[0] if evalue else ""
             if ename in TIMEOUT_ERRORS:
-                return "timeout", first if ename == "SubmissionStopped" else f"{ename}: stopped after the per-cell time limit"
+                return "timeout", first or f"{ename}: stopped after the per-cell time limit"
             if ename in STOPPED_ERRORS:
                 return "error", first
             status = "failed" if ename == "AssertionError" else "error"

@@ -79,6 +79,8 @@ class Exercise:
     cases: Sequence[Case]
     hint: str = ""                     # appended to value mismatches, e.g. a common mistake to look for
     forbidden: tuple[str, ...] = ()    # "torch.nn.functional.conv2d" (Python level) or "aten::convolution"
+    gives_away: tuple[Callable, ...] = ()   # other course_lib functions that hold the answer (a loop version):
+                                            # removed from the student bundle along with the reference
 
 
 @dataclass(frozen=True)

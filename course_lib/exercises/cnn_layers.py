@@ -120,6 +120,7 @@ register(Exercise(
     hint="y^(c')_(h',w') = Σ_c Σ_m Σ_n α^(c',c)_(m,n) x^(c)_(s·h'+m, s·w'+n) + β^(c') on the zero-padded "
          "input (0-based), H_out = ⌊(H + 2p − K_h)/s⌋ + 1; no bias when bias is None",
     forbidden=CONV,
+    gives_away=(conv.conv2d_loop, conv.conv2d_image),
 ))
 
 register(Exercise(
@@ -129,6 +130,7 @@ register(Exercise(
          "on the padded input, ∂J/∂β^(c') = Σ ∂J/∂y^(c'), and every x_(s·h'+m, s·w'+n) receives "
          "Σ_c' ∂J/∂y^(c')_(h',w') · α^(c',c)_(m,n); drop the padding from dx",
     forbidden=CONV + ("aten::convolution_backward",),
+    gives_away=(conv.conv2d_backward_loop,),
 ))
 
 register(Exercise(
@@ -192,6 +194,7 @@ register(Exercise(
     hint="y_(h',w') = max of x over the window rows s·h' .. s·h'+K−1, columns s·w' .. s·w'+K−1 (0-based), "
          "for every example and channel; stride = kernel_size when stride is None",
     forbidden=POOL,
+    gives_away=(pool.max_pool2d_loop,),
 ))
 
 register(Exercise(
@@ -202,4 +205,5 @@ register(Exercise(
     hint="each ∂J/∂y_(h',w') goes to ONE input: the first maximum of its window in row-major order (smallest "
          "row, then smallest column), as PyTorch does; inputs that win several windows get the sum",
     forbidden=POOL + ("aten::max_pool2d_with_indices_backward",),
+    gives_away=(pool.max_pool2d_backward_loop,),
 ))

@@ -60,6 +60,7 @@ register(Exercise(
     hint="y_ij = Σ_m Σ_n α_mn x_(s·i+m, s·j+n) + α_0 (0-based): slide F without flipping it, "
          "H' = ⌊(H − K_h)/s⌋ + 1, and add alpha_0 once per output pixel",
     forbidden=CONV,
+    gives_away=(conv.conv2d_image, conv.conv2d_loop),
 ))
 
 
@@ -111,6 +112,7 @@ register(Exercise(
      _gauss_case(7, 2.0, torch.float64), _gauss_case(9, 3.0), _gauss_case(3, 10.0, torch.float64)],
     hint="α_mn ∝ exp(−((m − c)² + (n − c)²) / (2σ²)) with c = (size − 1)/2 the centre, divided by the sum "
          "of all the entries so that they sum to 1",
+    gives_away=(kernels.gaussian_blur,),
 ))
 
 
@@ -146,6 +148,7 @@ register(Exercise(
     hint="average each k×k block, i.e. convolve with the uniform kernel 1/k² at stride k: output "
          "(⌊H/k⌋, ⌊W/k⌋)",
     forbidden=CONV + POOL,
+    gives_away=(pool.avg_pool2d_as_conv,),
 ))
 
 
@@ -169,4 +172,5 @@ register(Exercise(
     hint="y_ij = max over the window x[s·i : s·i + k, s·j : s·j + k] (0-based), stride s = k when stride is "
          "None; output ⌊(H − k)/s⌋ + 1 rows",
     forbidden=POOL,
+    gives_away=(pool.max_pool2d, pool.max_pool2d_loop),
 ))

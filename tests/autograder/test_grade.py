@@ -19,7 +19,7 @@ pytestmark = pytest.mark.autograder
 CELLS = graded_cells("rope")
 TOTAL = sum(c.max_score for c in CELLS)
 POINTS = {c.grade_id: c.max_score for c in CELLS}
-CELL_TIMEOUT = 8
+CELL_TIMEOUT = 15
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -47,6 +47,10 @@ def graded(tmp_path_factory):
         "    print('debug: on stderr', file=sys.stderr)\n\n\ndef rope_thetas(", 1).replace(
         '    """\n', '    """\n    _noise()\n', 1))
     subs.write(noisy, dirs / "writes_stderr" / "rope.ipynb")
+    ignores_base = subs.edit(complete, "apply_rope_pairs", lambda s: s + (
+        "\n\n_correct = apply_rope_pairs\n\n\ndef apply_rope_pairs(x, positions, base=10000.0):\n"
+        "    return _correct(x, positions)          # forgets the base: only a hidden case notices\n"))
+    subs.write(ignores_base, dirs / "ignores_base" / "rope.ipynb")
     peek = subs.fill(release, solution)
     peek.cells.append(nbformat.v4.new_code_cell("print(_ih)\nprint(In)"))
     subs.write(peek, dirs / "prints_history" / "rope.ipynb")
@@ -76,7 +80,7 @@ def test_output_files_and_columns(graded):
         assert next(csv.reader(f))[:6] == ["student", "notebook", "grade_id", "score", "max_score", "status"]
     assert set(grades) == set(rows) == {"complete", "blank", "infinite_loop", "deleted_test", "syntax_error",
                                         "prints_history", "invalid_json", "missing_notebook",
-                                        "writes_stderr"}
+                                        "writes_stderr", "ignores_base"}
     for student, by_id in rows.items():
         assert set(by_id) == set(POINTS), student
         assert (out / "feedback" / student / "rope.html").is_file(), student
@@ -171,12 +175,17 @@ def test_feedback_never_shows_hidden_tests(graded):
 
 
 def test_feedback_shows_the_grading_message(graded):
-    """A failing hidden test's verdict (the AssertionError of course_lib.grading) reaches the student."""
+    """A failing hidden test's verdict (the one-line message of course_lib.grading, naming the case, the
+    device and the largest error) reaches the student, under the test cell and in details.csv."""
     out, rows, _, _ = graded
-    text = _text(out / "feedback" / "blank" / "rope.html")
-    assert "NotImplementedError" in text
-    complete = _text(out / "feedback" / "complete" / "rope.html")
-    assert "cases passed on cpu" in complete
+    row = rows["ignores_base"]["test_apply_rope_pairs"]
+    assert row["status"] == "failed" and float(row["score"]) == 0
+    assert re.match(r"apply_rope_pairs, case \d+/\d+ '.*base=500000' on cpu: output values differ: largest error",
+                    row["message"]), row["message"]
+    text = _text(out / "feedback" / "ignores_base" / "rope.html")
+    assert "Hidden tests: failed: " + row["message"] in text
+    assert "NotImplementedError" in _text(out / "feedback" / "blank" / "rope.html")
+    assert "Hidden tests: passed" in _text(out / "feedback" / "complete" / "rope.html")
 
 
 def test_grade_table_printed_by_the_cli(tmp_path):

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.autograder,
 CELLS = graded_cells("rope")
 TOTAL = sum(c.max_score for c in CELLS)
 POINTS = {c.grade_id: c.max_score for c in CELLS}
-BUDGET = 45          # seconds per submission
+BUDGET = 30          # seconds per submission
 CELL_TIMEOUT = 60    # longer than the budget: the budget is what stops an endless cell
 
 

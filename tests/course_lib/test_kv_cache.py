@@ -445,7 +445,8 @@ def test_reference_passes_its_exercise(name, capsys):
 
 
 def test_correct_alternatives_pass():
-    grading.check("cached_attention_step", sdpa_step)
+    # PyTorch's fused attention gives the right numbers but is the shortcut the exercise forbids
+    _fails("cached_attention_step", sdpa_step, "which this exercise asks you to implement yourself")
 
     def written_into_copy(ck, cv, k, v, pos):
         K, V = ck.clone(), cv.clone()

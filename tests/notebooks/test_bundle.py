@@ -28,19 +28,26 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
-def _secret_lines() -> list[str]:
-    lines = []
+def _solution_blocks() -> tuple[list[list[str]], list[str]]:
+    """(solution blocks as lists of stripped lines, hidden-test lines) of every solution notebook."""
+    blocks, hidden = [], []
     for path in sorted((REPO / "solutions").glob("*/*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:
-            inside = False
+            current, kind = None, None
             for line in cell.source.splitlines():
                 if "### BEGIN SOLUTION" in line or "### BEGIN HIDDEN TESTS" in line:
-                    inside = True
+                    current, kind = [], "solution" if "SOLUTION" in line else "hidden"
                 elif "### END SOLUTION" in line or "### END HIDDEN TESTS" in line:
-                    inside = False
-                elif inside and len(line.strip()) >= 12:
-                    lines.append(line.strip())
-    return lines
+                    (blocks.append(current) if kind == "solution" else hidden.extend(current))
+                    current = None
+                elif current is not None and line.strip() and not line.strip().startswith("#"):
+                    current.append(line.strip())
+    return blocks, [h for h in hidden if len(h) >= 8]
+
+
+def _windows(block: list[str], n: int = 3) -> list[str]:
+    """Runs of n consecutive lines: a leak is a piece of an answer, not one generic line (`for c in range(C):`)."""
+    return ["\n".join(block[i:i + n]) for i in range(len(block) - n + 1)] if len(block) >= n else ["\n".join(block)]
 
 
 def test_bundle_layout(bundle):
@@ -52,11 +59,14 @@ def test_bundle_layout(bundle):
 
 
 def test_bundle_holds_no_solution_text(bundle):
-    secret = _secret_lines()
-    assert secret
-    texts = {p: p.read_text(errors="replace") for p in bundle.rglob("*") if p.is_file()}
-    leaked = [(line, str(p.relative_to(bundle))) for line in secret for p, t in texts.items() if line in t]
-    assert not leaked, f"solution or hidden-test lines in the bundle: {leaked[:5]}"
+    blocks, hidden = _solution_blocks()
+    assert blocks and hidden
+    texts = {p: "\n".join(line.strip() for line in p.read_text(errors="replace").splitlines())
+             for p in bundle.rglob("*") if p.is_file()}
+    leaked = [(piece, str(p.relative_to(bundle))) for block in blocks for piece in _windows(block)
+              for p, t in texts.items() if len(piece) >= 40 and piece in t]
+    leaked += [(line, str(p.relative_to(bundle))) for line in hidden for p, t in texts.items() if line in t]
+    assert not leaked, f"solution or hidden-test text in the bundle: {leaked[:5]}"
 
 
 def test_every_reference_body_is_removed(bundle):
