@@ -95,6 +95,11 @@ def _lm(B: int, T: int, V: int, dtype: torch.dtype, *, scale: float = 1.0, paddi
     return Case(label, make)
 
 
+# The point of Exercises 3 and 4 is to compute the log-likelihood and mask it yourself: PyTorch's
+# cross-entropy (whose ignore_index does the masking) and NLL losses are not allowed inside them.
+NLL = ("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "aten::cross_entropy_loss",
+       "aten::nll_loss")
+
 _LM_CASES = [
     _lm(1, 1, 2, torch.float64),
     _lm(1, 6, 5, torch.float64),
@@ -112,6 +117,7 @@ register(Exercise(
     hint="take log_softmax over the vocabulary, pick the target's log-probability at every position, keep the "
          "real positions only (pad_mask False), and divide the negated sum by the number of real tokens (not "
          "by B·T, and not a mean of per-sentence means); log(softmax(·)) underflows for large logits",
+    forbidden=NLL,
 ))
 
 register(Exercise(
@@ -119,4 +125,5 @@ register(Exercise(
     _LM_CASES + [_lm(4, 8, 13, torch.float64, empty_row=True)],
     hint="log p(sentence_b) = Σ_t log p(targets[b, t]) over the positions where pad_mask[b, t] is False: a sum "
          "(not a mean) of log_softmax values, one number per sentence, ≤ 0; a row that is all padding gives 0",
+    forbidden=NLL,
 ))
