@@ -35,7 +35,8 @@ demo: setup sandbox-deps
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 test: setup sandbox-deps
-	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile tests solutions --nbval-lax
+	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests
+	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider --nbval-lax solutions
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -208,6 +208,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                  "--hostname", "grader", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
                  *_system_binds(), *binds,            # after --tmpfs /tmp, which would hide binds below it
                  "--bind", self.work_dir, HOME, "--bind", self.ipc_dir, self.ipc_dir, *_gpu_binds(),
+                 "--remount-ro", "/",                 # the sandbox's own root too: only HOME and /tmp are writable
                  "--chdir", HOME, "--clearenv"]
         for key, value in env.items():
             bwrap += ["--setenv", key, str(value)]

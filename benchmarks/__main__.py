@@ -1,9 +1,14 @@
 """Run every benchmark: ``python -m benchmarks [NAME ...]``."""
 import importlib
+import os
 import pkgutil
 import sys
 
 import benchmarks
+
+if os.environ.get("BENCH_THREADS"):          # one thread gives steadier timings on a busy machine
+    import torch
+    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 
 names = sys.argv[1:] or [m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")]
 for name in names:

@@ -60,3 +60,4 @@ def device(request: pytest.FixtureRequest):
     import torch
 
     return torch.device(request.param)
+
