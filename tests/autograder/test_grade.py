@@ -27,7 +27,7 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graded(tmp_path_factory):
     """Grade every fixture submission once; yield (out folder, {student: {grade_id: row}}, grades)."""
     root = tmp_path_factory.mktemp("grading")

@@ -110,7 +110,7 @@ print("LEAKS:", leaks)
 '''
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     dirs = root / "submissions"
@@ -159,7 +159,7 @@ def hostile(tmp_path_factory):
     (dirs / "invalid_json").mkdir()
     (dirs / "invalid_json" / "rope.ipynb").write_bytes(b"\x00\xffnot json at all")
 
-    before, repo_before = _digest(dirs), _digest(REPO / "solutions")
+    before, repo_before = _digest(dirs), _digest(REPO / "solutions" / "rope")
     out = root / "out"
     start = time.monotonic()
     results = grade("rope", dirs, out, workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=BUDGET,
@@ -170,7 +170,7 @@ def hostile(tmp_path_factory):
         for row in csv.DictReader(f):
             rows.setdefault(row["student"], {})[row["grade_id"]] = row
     yield dict(out=out, rows=rows, results={r["student"]: r for r in results}, elapsed=elapsed, dirs=dirs,
-               unchanged=_digest(dirs) == before, repo_unchanged=_digest(REPO / "solutions") == repo_before,
+               unchanged=_digest(dirs) == before, repo_unchanged=_digest(REPO / "solutions" / "rope") == repo_before,
                n=len(cases) + 1)
 
 

@@ -19,7 +19,7 @@ from course_lib import grading
 pytestmark = pytest.mark.notebooks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "student"
     proc = subprocess.run([sys.executable, "-m", "autograder", "release", "--bundle", str(out)],

@@ -20,7 +20,7 @@ def _id(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def regenerated(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("release")
     release(dest=dest)
