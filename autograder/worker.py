@@ -294,7 +294,7 @@ def _annotate(nb, rows: list[dict], cells: list[GradedCell]) -> None:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid in checked and gid in by_id:
             row = by_id[gid]
-            text = ("Hidden tests: passed" if row["status"] == "passed" else f"Hidden tests: {row['status']}: "
+            text = ("Grader's verdict: passed" if row["status"] == "passed" else f"Grader's verdict: {row['status']}: "
                     f"{row['message']}") + f" ({row['score']:g}/{row['max_score']:g} points)\n"
             cell.setdefault("outputs", []).append(nbformat.v4.new_output("stream", name="stdout", text=text))
 

@@ -183,9 +183,9 @@ def test_feedback_shows_the_grading_message(graded):
     assert re.match(r"apply_rope_pairs, case \d+/\d+ '.*base=500000' on cpu: output values differ: largest error",
                     row["message"]), row["message"]
     text = _text(out / "feedback" / "ignores_base" / "rope.html")
-    assert "Hidden tests: failed: " + row["message"] in text
+    assert "Grader's verdict: failed: " + row["message"] in text
     assert "NotImplementedError" in _text(out / "feedback" / "blank" / "rope.html")
-    assert "Hidden tests: passed" in _text(out / "feedback" / "complete" / "rope.html")
+    assert "Grader's verdict: passed" in _text(out / "feedback" / "complete" / "rope.html")
 
 
 def test_grade_table_printed_by_the_cli(tmp_path):
