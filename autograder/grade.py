@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .course import REPO, GradedCell, UsageError, check_assignment, env_for_kernels, generate, graded_cells
+from .course import REPO, UsageError, check_assignment, env_for_kernels, generate, graded_cells
 
 DETAIL_COLUMNS = ["student", "notebook", "grade_id", "score", "max_score", "status", "message"]
 
