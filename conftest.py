@@ -1,12 +1,13 @@
 """Root pytest configuration: how `make test` (pytest -n 2 --dist loadgroup) spreads the suite over workers.
 
-Tests that share a module-level fixture (a grading run, a bundle) must stay on one xdist worker: they
-are grouped by file. Independent tests (course_lib, one grading run per assignment) spread over the
+Tests that share a module-level fixture (a grading run) must stay on one xdist worker: they are grouped
+by file. Independent tests (course_lib, one grading run per assignment) spread over the
 workers. (nbval, which runs a notebook cell after cell in one kernel, runs apart, without xdist.)
 """
 import pytest
 
-_SPREAD = ("tests/course_lib/", "tests/autograder/test_assignments.py", "tests/test_environment.py")
+_SPREAD = ("tests/course_lib/", "tests/autograder/test_assignments.py", "tests/test_environment.py",
+           "tests/notebooks/test_bundle.py")
 
 
 @pytest.hookimpl(tryfirst=True)          # before xdist turns xdist_group markers into node ids

@@ -1,14 +1,17 @@
-"""What students receive: ``python -m autograder release --bundle OUT [ASSIGNMENT]``.
+"""What students receive: ``python -m autograder release [ASSIGNMENT] --bundle OUT [--as-of DATE]``.
 
-OUT gets the release notebooks (``notebooks/``), the environment files, a short README, and a copy of
-``course_lib`` in which the *reference bodies of the graded exercises* (and of the functions that would
-give them away, ``Exercise.gives_away``) are replaced by ``raise NotImplementedError(...)`` (docstrings
-and signatures stay: they are the specification). With an
-ASSIGNMENT, only that assignment's exercises are removed (earlier assignments' pieces stay usable, e.g.
-by a capstone); without, all of them.
+OUT gets the release notebooks (``notebooks/``) of the assignments released by then, the environment
+files, a short README, and a copy of ``course_lib`` in which the *reference bodies of the exercises of
+every assignment not yet due* (and of the functions that would give them away, ``Exercise.gives_away``)
+are replaced by ``raise NotImplementedError(...)``; docstrings and signatures stay: they are the
+specification. Which assignments those are comes from the course's release schedule
+(``autograder.schedule``): the bundle of an ASSIGNMENT is cut at its release, ``--as-of DATE`` at that
+moment, neither at the present moment. Assignments already due keep their references (their solutions
+are public after the deadline, and later notebooks use them: kv_cache's decoder runs on RoPE's
+``apply_rope_pairs``).
 
-The same stripped ``course_lib`` is what a student's kernel imports while it is graded in the sandbox,
-so a student function cannot call the reference it is asked to write.
+A graded kernel imports the same kind of stripped ``course_lib``, cut at the graded assignment's release
+(``schedule.cut_for_grading``), so a student function cannot call the reference it is asked to write.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import inspect
 import shutil
 from pathlib import Path
 
-from .course import REPO, UsageError, assignments
+from .course import REPO, UsageError, check_assignment
 
 STRIPPED = ("the reference implementation of this exercise is not part of the student's course_lib: "
             "write your own in the notebook")
@@ -87,24 +90,33 @@ or, with conda, `conda env create -f environment.yml`. Then
     .venv/bin/jupyter lab notebooks/
 
 Fill in each `# YOUR CODE HERE`, run the test cell below it, and hand in the notebook. `course_lib/`
-holds the helpers the notebooks use; the functions you are asked to write are not in it.
+holds the helpers the notebooks use; the functions you are asked to write are not in it (those of
+homework already due are: their solutions are public once the deadline has passed).
+
+This bundle: {cut}.
 """
 
 
-def build_bundle(out: Path, assignment: str | None = None, repo: Path = REPO) -> Path:
-    """Write the student bundle into ``out`` (which must not exist or be empty)."""
+def build_bundle(out: Path, assignment: str | None = None, repo: Path = REPO, as_of=None) -> Path:
+    """Write the student bundle into ``out`` (which must not exist or be empty), cut at ``assignment``'s
+    release, or at ``as_of`` (a timezone-aware datetime), or now (see ``schedule.cut``)."""
+    from .schedule import cut as cut_at
+
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"bundle folder is not empty: {out}")
-    names = [assignment] if assignment else assignments(repo)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:          # the committed release (tests/notebooks/test_release.py keeps it in sync)
+    if assignment is not None:
+        check_assignment(assignment, repo)
+    cut = cut_at(repo, assignment=assignment, as_of=as_of)
+    for name in cut.released:   # the committed release (tests/notebooks/test_release.py keeps it in sync)
         if not (repo / "notebooks" / name).is_dir():
             raise UsageError(f"notebooks/{name} does not exist: run `python -m autograder release {name}` first")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in cut.released:
         shutil.copytree(repo / "notebooks" / name, out / "notebooks" / name,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "wandb"))
-    strip_course_lib(out, names, repo)
+    strip_course_lib(out, list(cut.stripped), repo)
     for name in ("environment.yml", "pyproject.toml"):
         shutil.copy(repo / name, out / name)
-    (out / "README.md").write_text(STUDENT_README)
+    (out / "README.md").write_text(STUDENT_README.format(cut=cut.describe()))
     return out

@@ -2,6 +2,10 @@
 
   python -m autograder release [ASSIGNMENT]
       regenerate notebooks/ (the student release) from solutions/ with nbgrader
+  python -m autograder release [ASSIGNMENT] --bundle OUT [--as-of DATE]
+      also write what students hold at ASSIGNMENT's release (or at DATE, or now) into OUT
+  python -m autograder schedule
+      the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
       grade DIR/<student>/<notebook>.ipynb; write OUT/grades.csv, OUT/details.csv, OUT/feedback/
 
@@ -32,8 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
     r.add_argument("assignment", nargs="?", help="one assignment (default: all of solutions/)")
     r.add_argument("--bundle", type=Path, default=None,
-                   help="also write what students receive into this folder: notebooks/, environment files, and "
-                        "course_lib without the reference bodies of the exercises")
+                   help="also write what students hold at ASSIGNMENT's release (or at --as-of, or now) into this "
+                        "folder: the notebooks released by then, environment files, and course_lib without the "
+                        "reference bodies of the exercises not yet due (schedule.toml)")
+    r.add_argument("--as-of", default=None, metavar="DATE",
+                   help="with --bundle and no ASSIGNMENT: cut the bundle at this date (YYYY-MM-DD, 00:00) or "
+                        "date and time (YYYY-MM-DDTHH:MM), in the schedule's timezone")
+
+    sub.add_parser("schedule", help="print the release schedule and the dependencies found in the code")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
@@ -62,11 +72,27 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"not a course folder (no nbgrader_config.py): {repo}")
         if args.command == "release":
             from .release import release
+            as_of = None
+            if args.as_of is not None:
+                from .schedule import load, parse_as_of
+                if args.bundle is None or args.assignment:
+                    raise UsageError("--as-of goes with --bundle and no ASSIGNMENT")
+                schedule = load(repo)
+                if schedule is None:
+                    raise UsageError(f"--as-of needs a schedule: no schedule.toml in {repo}")
+                as_of = parse_as_of(args.as_of, schedule)
+            if args.bundle is not None:        # refuse a bad schedule before regenerating anything
+                from .schedule import checked
+                checked(repo)
             for path in release(args.assignment, dest=repo / "notebooks", repo=repo):
                 print(f"released {os.path.relpath(path)}")
             if args.bundle is not None:
                 from .bundle import build_bundle
-                print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo)}")
+                print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo, as_of=as_of)}")
+            return 0
+        if args.command == "schedule":
+            from .schedule import print_schedule
+            print_schedule(repo)
             return 0
         from .grade import grade, print_table
         start = time.monotonic()

@@ -128,6 +128,15 @@ def generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
     result = api.generate_assignment(assignment, force=True, create=True)
     if not result["success"]:
         raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.get('error') or result.get('log')}")
+    from .schedule import due_dates
+    due = due_dates(repo).get(assignment)
+    if due is not None:                # where nbgrader's AssignLatePenalties reads it
+        import warnings
+
+        from nbgrader.api import Gradebook
+        with warnings.catch_warnings(), Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+            warnings.simplefilter("ignore")
+            gb.update_or_create_assignment(assignment, duedate=due)
     return root / "release" / assignment
 
 

@@ -88,7 +88,11 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         tmp = Path(tmp)
         generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
         from .bundle import strip_course_lib
-        strip_course_lib(tmp / "bundle", [assignment], repo)  # the course_lib a graded kernel imports
+        from .schedule import cut_for_grading                 # the course_lib a graded kernel imports: its
+        cut = cut_for_grading(assignment, repo)               # students' own, cut at its release
+        strip_course_lib(tmp / "bundle", list(cut.stripped), repo)
+        if not quiet:
+            print(f"course_lib of the graded kernels: exercises of {', '.join(cut.stripped)} removed")
         specs = []
         for student in students:
             spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),

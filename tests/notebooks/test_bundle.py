@@ -1,8 +1,12 @@
-"""The student bundle (`python -m autograder release --bundle OUT`): what students receive holds no
-solution text, course_lib has no reference body of any exercise, and every release notebook runs with it
-up to the first exercise left to the student."""
+"""The student bundle (`python -m autograder release ASSIGNMENT --bundle OUT`), cut at every release of the
+schedule: it holds no solution text and no reference body of any assignment released at that time or
+later (read from the bundle's sources against the exercise registry), keeps the references of those
+already due, and every notebook released by then runs in it: the blank release up to its first exercise,
+the filled solution top to bottom (short configuration), with PYTHONPATH pointing only at the bundle."""
 import ast
+import inspect
 import os
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -10,34 +14,70 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from autograder import schedule as sched
+from autograder import submissions as subs
 from autograder.bundle import STRIPPED, build_bundle
 from autograder.course import REPO, assignments
 from course_lib import grading
 
 pytestmark = pytest.mark.notebooks
 
+SCHEDULE = sched.checked(REPO)
+RELEASES = SCHEDULE.names
+
 
 @pytest.fixture(scope="session")
-def bundle(tmp_path_factory) -> Path:
-    """The bundle of every assignment, from the committed release (`release --bundle` also regenerates
-    notebooks/ first; the tests must not rewrite the repository while other workers read it)."""
-    return build_bundle(tmp_path_factory.mktemp("bundle") / "student")
+def bundle_at(tmp_path_factory):
+    """bundle_at(assignment) -> the bundle cut at that assignment's release, built once per session from
+    the committed release (the CLI also regenerates notebooks/ first; tests must not rewrite the
+    repository while other workers read it)."""
+    built: dict[str, Path] = {}
+
+    def make(assignment: str) -> Path:
+        if assignment not in built:
+            built[assignment] = build_bundle(tmp_path_factory.mktemp(f"bundle-{assignment}") / "student", assignment)
+        return built[assignment]
+    return make
 
 
-def _solution_blocks() -> tuple[list[list[str]], list[str]]:
-    """(solution blocks as lists of stripped lines, hidden-test lines) of every solution notebook."""
+def _released_with_or_after(assignment: str) -> list[str]:
+    """What is not public when `assignment` is released: it, those released with it, and every later one."""
+    at = SCHEDULE.entry(assignment).release
+    return [e.name for e in SCHEDULE.entries if e.due > at]
+
+
+def _functions(assignment: str):
+    for ex in grading.exercises_of(assignment).values():
+        for fn in (ex.reference, *ex.gives_away):
+            yield ex.name, inspect.unwrap(fn)
+
+
+def _body_in(bundle: Path, fn) -> list[ast.stmt]:
+    """The statements of `fn`'s body in the bundle's copy of its module, docstring left out."""
+    path = bundle / (fn.__module__.replace(".", "/") + ".py")
+    scope = ast.parse(path.read_text()).body
+    node = None
+    for part in fn.__qualname__.split("."):
+        node = next(n for n in scope if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+        scope = node.body
+    return [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+
+
+def _solution_blocks(names: list[str]) -> tuple[list[list[str]], list[str]]:
+    """(solution blocks as lists of stripped lines, hidden-test lines) of those assignments' notebooks."""
     blocks, hidden = [], []
-    for path in sorted((REPO / "solutions").glob("*/*.ipynb")):
-        for cell in nbformat.read(path, as_version=4).cells:
-            current, kind = None, None
-            for line in cell.source.splitlines():
-                if "### BEGIN SOLUTION" in line or "### BEGIN HIDDEN TESTS" in line:
-                    current, kind = [], "solution" if "SOLUTION" in line else "hidden"
-                elif "### END SOLUTION" in line or "### END HIDDEN TESTS" in line:
-                    (blocks.append(current) if kind == "solution" else hidden.extend(current))
-                    current = None
-                elif current is not None and line.strip() and not line.strip().startswith("#"):
-                    current.append(line.strip())
+    for name in names:
+        for path in sorted((REPO / "solutions" / name).glob("*.ipynb")):
+            for cell in nbformat.read(path, as_version=4).cells:
+                current, kind = None, None
+                for line in cell.source.splitlines():
+                    if "### BEGIN SOLUTION" in line or "### BEGIN HIDDEN TESTS" in line:
+                        current, kind = [], "solution" if "SOLUTION" in line else "hidden"
+                    elif "### END SOLUTION" in line or "### END HIDDEN TESTS" in line:
+                        (blocks.append(current) if kind == "solution" else hidden.extend(current))
+                        current = None
+                    elif current is not None and line.strip() and not line.strip().startswith("#"):
+                        current.append(line.strip())
     return blocks, [h for h in hidden if len(h) >= 8]
 
 
@@ -46,16 +86,45 @@ def _windows(block: list[str], n: int = 3) -> list[str]:
     return ["\n".join(block[i:i + n]) for i in range(len(block) - n + 1)] if len(block) >= n else ["\n".join(block)]
 
 
-def test_bundle_layout(bundle):
+@pytest.mark.parametrize("assignment", RELEASES)
+def test_bundle_layout(assignment, bundle_at):
+    bundle = bundle_at(assignment)
     for name in ("README.md", "environment.yml", "pyproject.toml", "course_lib/__init__.py", "course_lib/grading.py"):
         assert (bundle / name).is_file(), name
-    for assignment in assignments():
-        assert list((bundle / "notebooks" / assignment).glob("*.ipynb")), assignment
+    at = SCHEDULE.entry(assignment).release
+    released = sorted(p.name for p in (bundle / "notebooks").iterdir())
+    assert released == sorted(e.name for e in SCHEDULE.entries if e.release <= at)
+    assert assignment in released
     assert not (bundle / "solutions").exists() and not (bundle / "autograder").exists()
+    assert not (bundle / "schedule.toml").exists()
 
 
-def test_bundle_holds_no_solution_text(bundle):
-    blocks, hidden = _solution_blocks()
+@pytest.mark.parametrize("assignment", RELEASES)
+def test_bundle_holds_no_reference_body_of_what_is_not_due(assignment, bundle_at):
+    bundle = bundle_at(assignment)
+    secret = _released_with_or_after(assignment)
+    assert assignment in secret
+    stripped = set()
+    for name in secret:
+        for exercise, fn in _functions(name):
+            body = _body_in(bundle, fn)
+            assert len(body) == 1 and isinstance(body[0], ast.Raise) and STRIPPED in ast.unparse(body[0]), \
+                f"{assignment}'s bundle holds the body of {fn.__qualname__} ({name}: {exercise}, not yet due)"
+            stripped.add((fn.__module__, fn.__qualname__))
+    for name in set(assignments()) - set(secret):           # due: the reference is there, as in course_lib
+        for exercise, fn in _functions(name):
+            if (fn.__module__, fn.__qualname__) in stripped:   # shared with an exercise not yet due
+                continue
+            want = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+            want = [s for s in want.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+            assert ast.dump(ast.Module(_body_in(bundle, fn), [])) == ast.dump(ast.Module(want, [])), \
+                f"{assignment}'s bundle lost the reference {fn.__qualname__} of {name}, already due"
+
+
+@pytest.mark.parametrize("assignment", RELEASES)
+def test_bundle_holds_no_solution_text_of_what_is_not_due(assignment, bundle_at):
+    bundle = bundle_at(assignment)
+    blocks, hidden = _solution_blocks(_released_with_or_after(assignment))
     assert blocks and hidden
     texts = {p: "\n".join(line.strip() for line in p.read_text(errors="replace").splitlines())
              for p in bundle.rglob("*") if p.is_file()}
@@ -65,33 +134,41 @@ def test_bundle_holds_no_solution_text(bundle):
     assert not leaked, f"solution or hidden-test text in the bundle: {leaked[:5]}"
 
 
-def test_every_reference_body_is_removed(bundle):
-    for name, ex in grading.exercises().items():
-        module = ex.reference.__module__
-        path = bundle / (module.replace(".", "/") + ".py")
-        tree = ast.parse(path.read_text())
-        fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == ex.reference.__name__)
-        body = [s for s in fn.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-        assert len(body) == 1 and isinstance(body[0], ast.Raise), f"{name}: the reference body is still in the bundle"
-        assert STRIPPED in ast.unparse(body[0])
-
-
-RELEASED = sorted((REPO / "notebooks").glob("*/*.ipynb"))
-
-
-@pytest.mark.parametrize("path", RELEASED, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_release_runs_with_the_bundle_until_the_first_exercise(path, bundle, monkeypatch):
-    """A student opening the release with the bundle's course_lib gets no error before the first
-    `raise NotImplementedError()` of an exercise (the student's stub, not a removed reference)."""
+def _run(nb, bundle: Path, folder: Path, monkeypatch) -> None:
+    """Execute `nb` in a fresh kernel whose only course_lib is the bundle's."""
     monkeypatch.setenv("PYTHONPATH", str(bundle))
-    nb = nbformat.read(bundle / "notebooks" / path.parent.name / path.name, as_version=4)
+    monkeypatch.setenv("NBGRADER_EXECUTION", os.environ.get("NBGRADER_EXECUTION") or "ci")   # short configuration
     nb.cells.insert(0, nbformat.v4.new_code_cell(
         f"import course_lib\nassert course_lib.__file__.startswith({str(bundle)!r}), course_lib.__file__"))
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(bundle / "notebooks" / path.parent.name)}})
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+
+
+RELEASED = [(p.parent.name, p.stem) for p in sorted((REPO / "notebooks").glob("*/*.ipynb"))]
+
+
+@pytest.mark.parametrize("assignment,notebook", RELEASED, ids=lambda v: v)
+def test_filled_solution_runs_top_to_bottom_with_its_bundle(assignment, notebook, bundle_at, monkeypatch):
+    """What a student who solved every exercise runs, in the bundle they received at its release."""
+    bundle = bundle_at(assignment)
+    folder = bundle / "notebooks" / assignment
+    release, solution = subs.load(assignment, notebook)
+    filled = subs.fill(release, solution)
+    try:
+        _run(filled, bundle, folder, monkeypatch)
+    except CellExecutionError as e:
+        pytest.fail(f"{assignment}: the filled notebook fails in the bundle cut at its release: "
+                    f"{str(e).strip().splitlines()[-1]}")
+
+
+@pytest.mark.parametrize("assignment,notebook", RELEASED, ids=lambda v: v)
+def test_release_runs_with_its_bundle_until_the_first_exercise(assignment, notebook, bundle_at, monkeypatch):
+    """A student opening the release gets no error before the first `raise NotImplementedError()` of an
+    exercise (the student's stub, not a removed reference)."""
+    bundle = bundle_at(assignment)
+    folder = bundle / "notebooks" / assignment
+    nb = nbformat.read(folder / f"{notebook}.ipynb", as_version=4)
     with pytest.raises(CellExecutionError) as info:
-        client.execute()
+        _run(nb, bundle, folder, monkeypatch)
     error = next(o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error")
     assert error.ename == "NotImplementedError" and error.evalue == "", \
-        f"{path.parent.name} fails before the first exercise: {error.ename}: {error.evalue}\n{info.value}"
-    assert os.environ["PYTHONPATH"] == str(bundle)
+        f"{assignment} fails before the first exercise: {error.ename}: {error.evalue}\n{info.value}"
