@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps demo test lab release grade bench clean
+.PHONY: setup sandbox-deps demo test nbval lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -22,13 +22,19 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch, nbgrader, course_lib" || { echo "setup failed: see the pip output above" >&2; exit 1; }
 	@touch $(STAMP)
 
-# The grading sandbox needs bubblewrap (Debian package `bubblewrap`): installed here when missing and
-# possible (root with apt-get); otherwise grading runs unsandboxed and the sandbox tests are skipped, loudly.
+# The grading sandbox needs bubblewrap (Debian package `bubblewrap`) and, for its uid tier (containers),
+# setfacl (package `acl`): installed here when missing and possible (root with apt-get); otherwise the
+# tier that needs them is unavailable and its tests are skipped, loudly.
 sandbox-deps:
-	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		echo "Installing bubblewrap for the grading sandbox..." && \
-		(apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq bubblewrap >/dev/null 2>&1); } || true
-	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap (bwrap) is not installed: grading runs WITHOUT the sandbox and the sandbox tests are SKIPPED"
+	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v setfacl >/dev/null 2>&1 || missing="$$missing acl"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing$$missing for the grading sandbox..."; \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq $$missing >/dev/null 2>&1; }; \
+	fi; true
+	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap (bwrap) is not installed: the bwrap sandbox tier is unavailable and its tests are SKIPPED"
+	@command -v setfacl >/dev/null 2>&1 || echo "WARNING: setfacl (acl) is not installed: the uid sandbox tier cannot close readable course files"
 
 demo: setup sandbox-deps
 	$(PY) -m autograder release
@@ -36,6 +42,10 @@ demo: setup sandbox-deps
 
 test: setup sandbox-deps
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests
+
+# The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
+# bundle tests run every filled solution top to bottom there, and grading them gives full marks.
+nbval: setup
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider --nbval-lax solutions
 
 lab: setup

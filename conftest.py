@@ -1,7 +1,7 @@
 """Root pytest configuration: how `make test` (pytest -n 2 --dist loadgroup) spreads the suite over workers.
 
 Tests that share a module-level fixture (a grading run) must stay on one xdist worker: they are grouped
-by file. Independent tests (course_lib, one grading run per assignment) spread over the
+by file (and by the parameter of a parametrized session fixture). Independent tests (course_lib, one grading run per assignment) spread over the
 workers. (nbval, which runs a notebook cell after cell in one kernel, runs apart, without xdist.)
 """
 import pytest
@@ -14,5 +14,9 @@ _SPREAD = ("tests/course_lib/", "tests/autograder/test_assignments.py", "tests/t
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.nodeid.split("::")[0]
-        if not path.startswith(_SPREAD):
-            item.add_marker(pytest.mark.xdist_group(path))
+        if path.startswith(_SPREAD):
+            continue
+        # a session fixture with parameters (the hostile suite's sandbox tiers): one group per parameter,
+        # so that the tiers' grading runs go to different workers
+        param = getattr(item, "callspec", None) and item.callspec.params.get("tiered")
+        item.add_marker(pytest.mark.xdist_group(f"{path}::{param}" if param and param != "bwrap" else path))

@@ -67,7 +67,7 @@ def _strip_source(text: str, qualnames: set[str]) -> str:
 
 def strip_course_lib(dest: Path, assignment_names: list[str], repo: Path = REPO) -> Path:
     """Copy ``course_lib`` to ``dest/course_lib`` without the reference bodies of those assignments."""
-    src = repo / "course_lib"
+    src = repo / "course_lib" if (repo / "course_lib").is_dir() else REPO / "course_lib"   # a course of its own
     target = Path(dest) / "course_lib"
     if target.exists():
         shutil.rmtree(target)

@@ -55,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--submission-timeout", type=float, default=600.0,
                    help="time budget of one student's whole submission, in seconds: cells past it are not run "
                         "(default 600)")
-    g.add_argument("--sandbox", choices=["auto", "on", "off"], default="auto",
-                   help="run student kernels in the bubblewrap sandbox: auto (when it works here; says so loudly "
-                        "when not), on (required), off")
+    g.add_argument("--sandbox", choices=["auto", "on", "off", "bwrap", "uid"], default="auto",
+                   help="sandbox of the student kernels: auto (the strongest tier that works here; says loudly when "
+                        "none does), on (refuse to grade without one), off, or a tier: bwrap (bubblewrap namespaces), "
+                        "uid (a uid of its own per kernel, for containers; needs root). "
+                        "`python -m autograder.sandbox check` says what holds here")
     g.add_argument("--memory-mb", type=int, default=6144, help="memory limit of a student's kernel (MiB)")
     g.add_argument("--max-pids", type=int, default=256, help="process/thread limit of a student's kernel")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

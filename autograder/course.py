@@ -7,11 +7,14 @@ written into the working tree, parallel graders cannot clash, and no student fil
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +141,27 @@ def generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
             warnings.simplefilter("ignore")
             gb.update_or_create_assignment(assignment, duedate=due)
     return root / "release" / assignment
+
+
+@contextlib.contextmanager
+def private_tmp():
+    """A folder of this user's in the temporary folder (mode 0700), for grading's scratch: nothing in it
+    shows in a listing of /tmp (a kernel of the uid tier can list /tmp). Removed at the end when empty."""
+    base = Path(tempfile.gettempdir()) / f"course-grader-{os.geteuid()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+        st = base.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            raise OSError("not ours")
+    except OSError:
+        base = Path(tempfile.mkdtemp(prefix="course-grader-"))
+    try:
+        yield base
+    finally:
+        try:
+            base.rmdir()
+        except OSError:                          # another run is using it
+            pass
 
 
 def env_for_kernels() -> dict[str, str]:

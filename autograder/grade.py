@@ -24,13 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .course import REPO, UsageError, check_assignment, env_for_kernels, generate, graded_cells
+from .course import REPO, UsageError, check_assignment, env_for_kernels, generate, graded_cells, private_tmp
 
 DETAIL_COLUMNS = ["student", "notebook", "grade_id", "score", "max_score", "status", "message"]
 
@@ -39,19 +40,17 @@ def students_in(submissions: Path) -> list[str]:
     return sorted(p.name for p in submissions.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def sandbox_mode(requested: str) -> tuple[bool, str]:
-    """(use the sandbox?, one line saying so) for --sandbox auto|on|off."""
-    if requested == "off":
-        return False, "sandbox: OFF (--sandbox off): student code runs with the grader's rights"
-    from .sandbox import cgroups_writable, check
-    reason = check()
-    if reason is None:
-        limits = "process and memory limits by cgroup" if cgroups_writable() else \
-            "memory limit by RLIMIT_AS (cgroups not writable: no process limit)"
-        return True, f"sandbox: on (bubblewrap: no network, read-only system, private folder; {limits})"
-    if requested == "on":
-        raise UsageError(f"--sandbox on, but {reason}")
-    return False, f"sandbox: OFF: {reason}. Student code runs with the grader's rights! (--sandbox on to require it)"
+def sandbox_mode(requested: str) -> tuple[str | None, str]:
+    """(tier or None, the one line that says what holds) for ``--sandbox auto|on|off|bwrap|uid``."""
+    from .sandbox import choose, summary
+    try:
+        tier, why = choose(requested)
+    except ValueError as e:
+        raise UsageError(str(e))
+    line = summary(tier)
+    if tier is None:
+        line += f" ({why}; --sandbox on to require a sandbox)"
+    return tier, line
 
 
 def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, cell_timeout: int | None = None,
@@ -77,14 +76,17 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         from .course import nbgrader_config
         cell_timeout = int(nbgrader_config(Path(tempfile.gettempdir()), repo).Execute.timeout)
 
-    use_sandbox, sandbox_line = sandbox_mode(sandbox)
-    if not quiet or not use_sandbox:
-        print(sandbox_line, file=sys.stdout if use_sandbox else sys.stderr)
+    tier, sandbox_line = sandbox_mode(sandbox)
+    print(sandbox_line, file=sys.stdout if tier else sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("feedback", "logs"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-") as tmp:
+    from . import limits
+    limits.prune(older_than=600)               # cgroups that killed runs left behind
+    run = uuid.uuid4().hex[:8]
+    uid_run = None
+    with private_tmp() as scratch, tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-", dir=scratch) as tmp:
         tmp = Path(tmp)
         generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
         from .bundle import strip_course_lib
@@ -93,31 +95,53 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         strip_course_lib(tmp / "bundle", list(cut.stripped), repo)
         if not quiet:
             print(f"course_lib of the graded kernels: exercises of {', '.join(cut.stripped)} removed")
-        specs = []
-        for student in students:
-            spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
-                        submission=str(submissions / student), gradebook=str(tmp / "template" / "gradebook.db"),
-                        cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo),
-                        sandbox=use_sandbox, budget=submission_timeout, bundle=str(tmp / "bundle"),
-                        memory_mb=memory_mb, max_pids=max_pids)
-            Path(spec["root"]).mkdir(parents=True)
-            specs.append(spec)
-
-        results = []
-        bar = tqdm(total=len(specs), desc=f"grading {assignment}", unit="student", disable=quiet, file=sys.stdout)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_worker, spec, submission_timeout + 60) for spec in specs]
-            for future in as_completed(futures):
-                res = future.result()
-                results.append(res)
-                _collect(res, out, assignment)
-                bar.update(1)
-                if not quiet:
-                    bar.write(f"  {res['student']}: {res['score']:g}/{res['max_score']:g}  ({res['seconds']:.1f} s)")
-        bar.close()
+        if tier == "uid":                       # close the course, submissions and OUT to the kernels' uids
+            from .sandbox import python_paths
+            from .uid_tier import Run
+            uid_run = Run(protect=[repo, REPO, submissions, out], keep=[Path(p) for p in python_paths()])
+            try:
+                uid_run.open()
+            except RuntimeError as e:
+                raise UsageError(str(e))
+        try:
+            results = _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run,
+                                 uid_run, workers, submission_timeout, memory_mb, max_pids, quiet, out)
+        finally:
+            if uid_run is not None:
+                uid_run.close()
         results.sort(key=lambda r: r["student"])
         _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db")
     _write_csvs(results, out, assignment)
+    return results
+
+
+def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run, uid_run,
+               workers, submission_timeout, memory_mb, max_pids, quiet, out) -> list[dict]:
+    specs = []
+    for student in students:
+        spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
+                    submission=str(submissions / student), gradebook=str(tmp / "template" / "gradebook.db"),
+                    cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo),
+                    sandbox=tier is not None, tier=tier, run=run, budget=submission_timeout,
+                    bundle=str(tmp / "bundle"), shipped_from=str(tmp / "template" / "release" / assignment),
+                    memory_mb=memory_mb, max_pids=max_pids)
+        if uid_run is not None:
+            home, uid = uid_run.new_home(run)
+            spec.update(home=str(home), uid=uid, gid=uid_run.gid)
+        Path(spec["root"]).mkdir(parents=True)
+        specs.append(spec)
+    results = []
+    bar = tqdm(total=len(specs), desc=f"grading {assignment}", unit="student", disable=quiet, file=sys.stdout)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_worker, spec, submission_timeout + 60) for spec in specs]
+        for future in as_completed(futures):
+            res = future.result()
+            results.append(res)
+            _collect(res, out, assignment)
+            bar.update(1)
+            if not quiet:
+                bar.write(f"  {res['student']}: {res['score']:g}/{res['max_score']:g}  ({res['seconds']:.1f} s)")
+    bar.close()
     return results
 
 
@@ -154,7 +178,8 @@ def _run_worker(spec: dict, budget: float) -> dict:
     spec_path.write_text(json.dumps(spec))
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(spec_path)], cwd=str(root),
-                            env=env_for_kernels(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**env_for_kernels(), "IPYTHONDIR": str(root / ".ipython")},   # not in HOME
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)   # its own process group: the kernel dies with it
     try:
         output, _ = proc.communicate(timeout=budget)
@@ -168,6 +193,7 @@ def _run_worker(spec: dict, budget: float) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)   # any kernel left behind
         except ProcessLookupError:
             pass
+        _leave_nothing(spec)
     seconds = time.monotonic() - start
     result_file = root / "result.json"
     result = json.loads(result_file.read_text()) if result_file.exists() and not timed_out else {}
@@ -181,9 +207,23 @@ def _run_worker(spec: dict, budget: float) -> dict:
                                   if timed_out else "the grader failed on this submission (see its log)")
                 row["status"] = "timeout" if timed_out else "error"
     log = output.decode(errors="replace") + result.get("log", "") + result.get("fatal", "")
-    return dict(student=spec["student"], rows=rows, root=str(root), log=log, seconds=seconds,
+    return dict(student=spec["student"], rows=rows, root=str(root), log=log, seconds=seconds, run=spec["run"],
                 notebooks=result.get("notebooks", {}), timed_out=timed_out,
                 score=sum(r["score"] for r in rows), max_score=sum(r["max_score"] for r in rows))
+
+
+def _leave_nothing(spec: dict) -> None:
+    """After a worker, killed or not: no process, no cgroup, no kernel folder of it stays behind."""
+    from . import limits
+    limits.prune(prefix=f"{spec['run']}-{spec['student']}-")
+    if spec.get("uid") is not None:
+        from .uid_tier import kill_all_of, remove_tmp_files_of
+        kill_all_of(spec["uid"])
+        remove_tmp_files_of(spec["uid"], keep=Path(spec["home"]))
+    from .worker import ipc_prefix
+    for ipc in (p for t in {Path("/tmp"), Path(tempfile.gettempdir())} for p in t.glob(f"{ipc_prefix(spec)}*")):
+        if ipc.is_dir() and ipc.stat().st_uid == os.geteuid():
+            shutil.rmtree(ipc, ignore_errors=True)
 
 
 def _collect(res: dict, out: Path, assignment: str) -> None:

@@ -1,27 +1,28 @@
 """Run a student's kernel in a sandbox, and bound the time a whole submission may take.
 
-Without Docker: bubblewrap (``bwrap``) gives the kernel its own mount, PID, IPC, UTS and network
-namespaces, so that it sees
+Two tiers, the strongest that works here first (``choose``):
+
+**bwrap**: bubblewrap gives the kernel its own mount, PID, IPC, UTS and network namespaces (as root, or
+as any user where the kernel allows unprivileged user namespaces), so that it sees
 
 * a read-only view of the system (``/usr``, ``/etc``, the Python installation and the virtual
   environment), and no network at all (a fresh network namespace has only a loopback, down);
 * one writable folder, ``/home/student``, holding only this student's working files (and the records
-  of the hidden tests): no ``solutions/``, no gradebook, no other submission, not even the submitted
-  notebook (cells reach the kernel one at a time over the Jupyter protocol);
-* the *student* ``course_lib`` (``autograder.bundle``: the reference bodies of the graded exercises
-  removed) on its ``PYTHONPATH``;
+  of the hidden tests), and the files the assignment ships beside its notebooks (read-only): no
+  ``solutions/``, no gradebook, no other submission, not even the submitted notebook (cells reach the
+  kernel one at a time over the Jupyter protocol);
+* the *student* ``course_lib`` (``autograder.bundle``: the reference bodies removed) on its ``PYTHONPATH``;
 * the GPU device nodes, where the machine has them, so that the CUDA hidden tests still run.
 
-The kernel and nbgrader talk over Unix sockets (the Jupyter ``ipc`` transport) in a folder bound into
-the sandbox, since TCP cannot cross the network namespace. Limits: a cgroup per kernel caps its
-processes (``pids.max``: a fork loop stops there) and its memory (``memory.limit_in_bytes``: a
-memory hog is killed, not the grader); where cgroups are not writable, ``RLIMIT_AS`` caps memory
-instead (CPU-only machines) and the process cap is reported as unavailable. Wall time: a per-cell
-timeout and a per-submission budget (``BudgetedExecute``), and the parent kills the whole process group
-past the budget.
+**uid** (``autograder.uid_tier``): where bubblewrap cannot run (inside Docker), a uid of its own per
+kernel, a fresh 0700 working folder, everything else of the course closed to it by permissions, the
+network taken away where it can be (a namespace, or a seccomp filter).
 
-``check()`` says whether all this works here (bwrap installed and able to create namespaces), and why
-not; the autograder's ``--sandbox auto`` uses it when it does and says loudly when it does not.
+In both, the kernel and nbgrader talk over Unix sockets (the Jupyter ``ipc`` transport), and
+``autograder.limits`` caps processes and memory (cgroup v2, v1, a systemd scope, or rlimits). Wall time:
+a per-cell timeout and a per-submission budget (``BudgetedExecute``), and the parent kills the whole
+process group past the budget. ``python -m autograder.sandbox check`` prints which guarantees hold here
+and by what mechanism; ``grade`` prints it in one line at the start of every run.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
@@ -42,10 +42,13 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
 from nbgrader.preprocessors import Execute
 
-HOME = "/home/student"                       # the student's folder, inside the sandbox
-RECORDS = f"{HOME}/.grading"                 # where course_lib.grading writes its records
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from . import limits as caps
+from . import uid_tier
+
+HOME = "/home/student"                       # the student's folder, inside the bwrap sandbox
+RECORDS = f"{HOME}/.grading"                 # where course_lib.grading writes its records (bwrap tier)
 MIN_CELL_SECONDS = 5                         # a cell starting with less budget left than this is not run
+TIERS = ("bwrap", "uid")
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -53,8 +56,8 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def check() -> str | None:
-    """None when the sandbox works on this machine, else a one-line reason."""
+def bwrap_problem() -> str | None:
+    """None when bubblewrap can sandbox a kernel here, else a one-line reason."""
     bwrap = bwrap_path()
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
@@ -70,16 +73,104 @@ def check() -> str | None:
     return None
 
 
-def cgroups_writable() -> bool:
-    try:
-        for controller in ("pids", "memory"):
-            probe = CGROUP_ROOT / controller / "course-grader"
-            probe.mkdir(exist_ok=True)
-            if not os.access(probe, os.W_OK):
-                return False
-        return True
-    except OSError:
-        return False
+def tier_problem(tier: str) -> str | None:
+    if tier == "bwrap":
+        return bwrap_problem()
+    if tier == "uid":
+        return uid_tier.problem()
+    raise ValueError(f"unknown sandbox tier {tier!r}")
+
+
+def check() -> str | None:
+    """None when some sandbox tier works on this machine, else the reasons, in one line."""
+    reasons = [tier_problem(t) for t in TIERS]
+    return None if any(r is None for r in reasons) else "; ".join(reasons)
+
+
+def choose(requested: str) -> tuple[str | None, str]:
+    """(tier or None, why) for ``--sandbox auto|on|off|bwrap|uid``. Raises ValueError (one line) when
+    the request cannot be met: ``on`` without any tier, a forced tier that does not work here."""
+    if requested == "off":
+        return None, "--sandbox off"
+    if requested in TIERS:
+        why = tier_problem(requested)
+        if why:
+            raise ValueError(f"--sandbox {requested}, but {why}")
+        return requested, f"--sandbox {requested}"
+    if requested not in ("auto", "on"):
+        raise ValueError(f"--sandbox must be auto, on, off, bwrap or uid, got {requested!r}")
+    reasons = []
+    for tier in TIERS:
+        why = tier_problem(tier)
+        if why is None:
+            return tier, f"the strongest tier that works here ({'; '.join(reasons) or 'bwrap works'})"
+        reasons.append(f"{tier}: {why}")
+    if requested == "on":
+        raise ValueError(f"--sandbox on, but no sandbox tier works here: {'; '.join(reasons)}")
+    return None, "; ".join(reasons)
+
+
+def gpu_present() -> bool:
+    return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/dri/renderD*"))
+
+
+def guarantees(tier: str | None) -> list[tuple[str, bool, str]]:
+    """[(guarantee, holds, mechanism)] for kernels of ``tier`` (None: no sandbox) on this host."""
+    gpu = gpu_present()
+    plan = caps.plan(gpu=gpu, own_uid=tier == "uid")
+    if tier == "bwrap":
+        rows = [("filesystem isolation", True, "bubblewrap mount namespace: read-only system, private /home/student"
+                 + (" (unprivileged user namespace)" if os.geteuid() else "")),
+                ("no network", True, "bubblewrap network namespace (loopback only, down)")]
+    elif tier == "uid":
+        net, how = uid_tier.describe_network()
+        rows = [("filesystem isolation", True, "a uid of its own per kernel, a fresh 0700 folder, the course, "
+                 "solutions, gradebook and submissions closed to it (permissions, POSIX ACLs)"),
+                ("no network", net, how)]
+    else:
+        rows = [("filesystem isolation", False, "NONE: student code runs with the grader's rights"),
+                ("no network", False, "NONE")]
+    rows += [("process cap", plan.caps_processes, plan.processes or
+              ("NONE: no writable cgroup (v2, v1 or a systemd scope) and no uid of its own for RLIMIT_NPROC")),
+             ("memory cap", plan.caps_memory, plan.memory or
+              ("NONE: no writable cgroup, and RLIMIT_AS cannot be used with CUDA (it reserves huge virtual "
+               "memory)" if gpu else "NONE"))]
+    if tier == "bwrap":
+        rows.append(("GPU access", gpu, "device nodes bound in (/dev/nvidia*, /dev/dri)" if gpu else "no GPU here"))
+    elif tier == "uid":
+        rows.append(("GPU access", gpu, "device nodes as the host has them (/dev/nvidia*)" if gpu else "no GPU here"))
+    else:
+        rows.append(("GPU access", gpu, "the grader's own" if gpu else "no GPU here"))
+    if not gpu:
+        rows[-1] = ("GPU access", None, "no GPU here")
+    return rows
+
+
+def summary(tier: str | None) -> str:
+    """The one line ``grade`` prints at the start of a run."""
+    rows = guarantees(tier)
+    held = ", ".join(f"{name} ({how})" if ok else f"{name}: NO" for name, ok, how in rows
+                     if name != "filesystem isolation" and ok is not None)
+    if tier is None:
+        return f"sandbox: OFF: student code runs with the grader's rights! {held}"
+    return f"sandbox: {tier} tier: filesystem isolated; {held}"
+
+
+def print_check(file=sys.stdout) -> int:
+    """``python -m autograder.sandbox check``: the guarantees of each tier on this host."""
+    print(f"host: uid {os.geteuid()}, cgroups: {caps.plan(gpu=gpu_present(), own_uid=False).mechanism}, "
+          f"GPU: {'yes' if gpu_present() else 'no'}", file=file)
+    best = None
+    for tier in TIERS:
+        why = tier_problem(tier)
+        print(f"\n{tier} tier: " + ("works here" if why is None else f"unavailable: {why}"), file=file)
+        if why is None:
+            best = best or tier
+            width = max(len(g) for g, _, _ in guarantees(tier))
+            for name, ok, how in guarantees(tier):
+                print(f"  {name:<{width}}  {'n/a' if ok is None else 'yes' if ok else 'NO ':<3}  {how}", file=file)
+    print(f"\n--sandbox auto uses: {best or 'NONE (student code would run with the grader rights)'}", file=file)
+    return 0 if best else 1
 
 
 def _system_binds() -> list[str]:
@@ -88,10 +179,15 @@ def _system_binds() -> list[str]:
     for path in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt/conda"):
         if os.path.lexists(path):
             args += ["--ro-bind", path, path] if not os.path.islink(path) else ["--symlink", os.readlink(path), path]
-    for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
+    for path in python_paths():
         if not path.startswith(("/usr", "/etc", "/bin", "/lib")):
             args += ["--ro-bind", path, path]
     return args
+
+
+def python_paths() -> list[str]:
+    """The folders this Python needs: base installation and virtual environment."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix})
 
 
 def _gpu_binds() -> list[str]:
@@ -105,118 +201,131 @@ def _gpu_binds() -> list[str]:
     return args
 
 
-# ------------------------------------------------------------------------------------------ limits
-class Limits:
-    """A cgroup per kernel (pids and memory), created before the kernel starts and removed after."""
-
-    def __init__(self, name: str, max_pids: int, memory_bytes: int):
-        self.max_pids, self.memory_bytes = max_pids, memory_bytes
-        self.dirs: list[Path] = []
-        if not cgroups_writable():
-            return
-        tag = f"{name}-{uuid.uuid4().hex[:8]}"
-        for controller, knob, value in (("pids", "pids.max", max_pids),
-                                        ("memory", "memory.limit_in_bytes", memory_bytes)):
-            path = CGROUP_ROOT / controller / "course-grader" / tag
-            path.mkdir(parents=True)
-            (path / knob).write_text(str(value))
-            if controller == "memory" and (path / "memory.memsw.limit_in_bytes").exists():
-                try:
-                    (path / "memory.memsw.limit_in_bytes").write_text(str(value))
-                except OSError:
-                    pass
-            self.dirs.append(path)
-
-    @property
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
-
-    def close(self) -> None:
-        """Kill whatever is left in the cgroups, then remove them."""
-        for d in self.dirs:
-            for _ in range(50):
-                try:
-                    pids = [int(p) for p in (d / "cgroup.procs").read_text().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, 9)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.05)
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-
-
+# ------------------------------------------------------------------------------------------ launch
 def launch(argv: list[str]) -> None:
-    """``python -m autograder.sandbox launch [--cgroup FILE]... [--as BYTES] -- CMD...``: join the cgroups,
-    set the resource limits, then become CMD (bwrap). Runs as the kernel's first process."""
+    """``python -m autograder.sandbox launch [OPTIONS] -- CMD...``: the kernel's first process. Joins the
+    cgroups, sets the resource limits (and, in the uid tier, takes the network away, becomes the kernel's
+    uid in its folder), then becomes CMD (bwrap, or the kernel itself).
+
+    Options: ``--cgroup FILE`` (cgroup.procs to join), ``--as BYTES``, ``--nproc N``, and for the uid tier
+    ``--uid U --gid G --chdir DIR --chown FILE --net auto|none --setenv K=V``."""
     sep = argv.index("--")
     opts, cmd = argv[:sep], argv[sep + 1:]
     it = iter(opts)
+    uid = gid = nproc = None
+    chdir, chown, net, env = None, [], None, {}
     for opt in it:
         value = next(it)
         if opt == "--cgroup":
             Path(value).write_text(str(os.getpid()))
         elif opt == "--as":
             resource.setrlimit(resource.RLIMIT_AS, (int(value), int(value)))
+        elif opt == "--nproc":
+            nproc = int(value)
+        elif opt == "--uid":
+            uid = int(value)
+        elif opt == "--gid":
+            gid = int(value)
+        elif opt == "--chdir":
+            chdir = value
+        elif opt == "--chown":
+            chown.append(value)
+        elif opt == "--net":
+            net = value
+        elif opt == "--setenv":
+            key, _, val = value.partition("=")
+            env[key] = val
     # Jupyter interrupts a kernel with SIGINT to its process group: bwrap would die of it (and take the
-    # kernel with it). Ignored here, the disposition passes through exec to bwrap; ipykernel installs its
-    # own SIGINT handler while it runs a cell, so an interrupt still stops the cell.
+    # kernel with it). Ignored here, the disposition passes through exec; ipykernel installs its own SIGINT
+    # handler while it runs a cell, so an interrupt still stops the cell.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 2**30, 2 * 2**30))   # no file over 2 GiB
-    os.execvp(cmd[0], cmd)
+    if nproc is not None:                    # per user: what that uid runs now, plus the cap
+        n = nproc + uid_tier.tasks_of(os.getuid() if uid is None else uid)
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+    if uid is None:
+        os.execvp(cmd[0], cmd)
+    for path in chown:                       # the connection file, written by the grader
+        os.chown(path, uid, gid)
+    if net == "auto" and not uid_tier.unshare_network():
+        uid_tier.seccomp_no_ip_sockets()
+    uid_tier.no_new_privileges()
+    uid_tier.become(uid, gid)
+    os.chdir(chdir or "/")
+    os.execvpe(cmd[0], cmd, env)
+
+
+# Run inside bubblewrap (where this package is not importable): set RLIMIT_NPROC, then become the kernel.
+_SET_NPROC = ("import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NPROC, (n, n)); "
+              "os.execvp(sys.argv[2], sys.argv[2:])")
 
 
 # ------------------------------------------------------------------------------------------ kernel
 class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel runs inside bwrap, reached over ipc sockets (see module doc)."""
+    """A kernel manager whose kernel runs in the sandbox (``tier``: bwrap or uid), reached over ipc sockets
+    (see module doc)."""
 
-    work_dir = Unicode(help="host folder bound read-write as /home/student").tag(config=True)
+    tier = Unicode("bwrap", help="bwrap or uid").tag(config=True)
+    work_dir = Unicode(help="host folder of the student's files (/home/student in bwrap)").tag(config=True)
     ipc_dir = Unicode(help="host folder for the connection file and sockets (bound at the same path)").tag(config=True)
     python_path = List(Unicode(), help="host folders put, read-only, on the kernel's PYTHONPATH").tag(config=True)
+    shipped = List(Unicode(), help="files and folders of work_dir that the assignment ships: read-only").tag(config=True)
     kernel_env = Dict(help="environment variables of the kernel (nothing else is inherited)").tag(config=True)
     max_pids = Integer(256, help="processes and threads of the kernel").tag(config=True)
     memory_mb = Integer(6144, help="memory of the kernel, MiB").tag(config=True)
+    uid = Integer(-1, help="uid tier: the kernel's uid").tag(config=True)
+    gid = Integer(-1, help="uid tier: the kernel's gid").tag(config=True)
     name = Unicode("kernel").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         Path(self.ipc_dir).mkdir(parents=True, exist_ok=True)
+        if self.tier == "uid":
+            os.chown(self.ipc_dir, self.uid, self.gid)
         self.transport = "ipc"
         self.ip = os.path.join(self.ipc_dir, "k")
         self.connection_file = os.path.join(self.ipc_dir, "kernel.json")
-        self._limits = Limits(self.name, self.max_pids, self.memory_mb * 2**20)
+        self._limits = caps.Limits(self.name, self.max_pids, self.memory_mb * 2**20, gpu=gpu_present(),
+                                   own_uid=self.tier == "uid")
+
+    def _env(self, home: str) -> dict[str, str]:
+        return {"HOME": home, "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+                "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib" if self.tier == "uid" else "/tmp/matplotlib",
+                "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", **self.kernel_env}
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)          # python -m ipykernel_launcher -f FILE
-        env = {"HOME": HOME, "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
-               "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONDONTWRITEBYTECODE": "1",
-               "LANG": "C.UTF-8", **self.kernel_env}
-        binds = []
+        launcher = [*self._limits.command_prefix(), sys.executable, "-m", "autograder.sandbox", "launch",
+                    *self._limits.launcher_args()]
+        if self.tier == "uid":
+            env = self._env(self.work_dir)
+            env["TMPDIR"] = self.work_dir
+            env["PYTHONPATH"] = ":".join(self.python_path)
+            launcher += ["--uid", str(self.uid), "--gid", str(self.gid), "--chdir", self.work_dir,
+                         "--chown", self.connection_file, "--net", "auto"]
+            for key, value in env.items():
+                launcher += ["--setenv", f"{key}={value}"]
+            return launcher + ["--"] + cmd
+        env = self._env(HOME)
+        course = []
         for i, path in enumerate(self.python_path):
-            binds += ["--ro-bind", path, f"/opt/course/{i}"]
+            course += ["--ro-bind", path, f"/opt/course/{i}"]
+        shipped = []
+        for path in self.shipped:                                  # read-only, over the student's folder
+            shipped += ["--ro-bind", path, os.path.join(HOME, os.path.relpath(path, self.work_dir))]
         env["PYTHONPATH"] = ":".join(f"/opt/course/{i}" for i in range(len(self.python_path)))
         bwrap = [bwrap_path() or "bwrap", "--die-with-parent",
                  "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                  "--hostname", "grader", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                 *_system_binds(), *binds,            # after --tmpfs /tmp, which would hide binds below it
-                 "--bind", self.work_dir, HOME, "--bind", self.ipc_dir, self.ipc_dir, *_gpu_binds(),
+                 *_system_binds(), *course,           # after --tmpfs /tmp, which would hide binds below it
+                 "--bind", self.work_dir, HOME, *shipped, "--bind", self.ipc_dir, self.ipc_dir, *_gpu_binds(),
                  "--remount-ro", "/",                 # the sandbox's own root too: only HOME and /tmp are writable
                  "--chdir", HOME, "--clearenv"]
         for key, value in env.items():
             bwrap += ["--setenv", key, str(value)]
-        launcher = [sys.executable, "-m", "autograder.sandbox", "launch"]
-        for procs in self._limits.procs_files:
-            launcher += ["--cgroup", procs]
-        if not self._limits.dirs and not _gpu_binds():
-            launcher += ["--as", str(self.memory_mb * 2**20)]
+        if self._limits.nproc_inside:     # counted in the sandbox's own user namespace: a cap per kernel
+            cmd = [sys.executable, "-c", _SET_NPROC, str(self.max_pids), *cmd]
         return launcher + ["--"] + bwrap + ["--"] + cmd
 
     async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False):
@@ -224,7 +333,24 @@ class SandboxedKernelManager(AsyncKernelManager):
             await super()._async_shutdown_kernel(now=now, restart=restart)
         finally:
             if not restart:
-                self._limits.close()
+                self.release()
+
+    # jupyter_client 8 binds AsyncKernelManager.shutdown_kernel to the *base* class's coroutine, which
+    # nbclient calls: without this line the override above never runs and every cgroup stays behind.
+    shutdown_kernel = _async_shutdown_kernel
+
+    def release(self) -> None:
+        """Kill what is left of the kernel and remove its cgroups (also called by the worker at the end)."""
+        self._limits.close()
+        if self.tier == "uid" and self.uid >= 0:
+            uid_tier.kill_all_of(self.uid)
+            uid_tier.remove_tmp_files_of(self.uid, keep=Path(self.work_dir))
+
+    def __del__(self):
+        try:
+            self._limits.close()
+        except Exception:
+            pass
 
 
 # ------------------------------------------------------------------------------------------ budget
@@ -234,7 +360,7 @@ class BudgetedExecute(Execute):
     say so; if the kernel dies (memory limit, ``os._exit``), the remaining cells say that instead."""
 
     budget = Float(0.0, help="seconds for the whole notebook (0: no budget)").tag(config=True)
-    sandbox = Bool(False, help="run the kernel in the bwrap sandbox").tag(config=True)
+    sandbox = Bool(False, help="run the kernel in the sandbox (SandboxedKernelManager's tier)").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -288,9 +414,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["launch"]:
         launch(sys.argv[2:])
     elif sys.argv[1:2] == ["check"]:
-        reason = check()
-        print(reason or "the sandbox works here")
-        sys.exit(1 if reason else 0)
+        sys.exit(print_check())
     else:
         print("usage: python -m autograder.sandbox {check|launch ...}", file=sys.stderr)
         sys.exit(2)

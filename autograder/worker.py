@@ -20,6 +20,7 @@ wall-clock budget, and kills the whole process group when it runs out. This proc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -87,12 +88,56 @@ def cell_status(cell) -> tuple[str, str]:
     return "passed", ""
 
 
+def ipc_prefix(spec: dict) -> str:
+    """The start of this student's kernel socket folder's name: short (Unix socket paths are limited to
+    about 100 bytes), and distinct per run and student, so that the grader can clean up after it."""
+    return f"k-{spec.get('run', '')}{hashlib.sha1(spec['student'].encode()).hexdigest()[:6]}-"
+
+
+def home_of(spec: dict) -> Path:
+    """The student's working folder on this machine (``ROOT/home``; the uid tier's own folder)."""
+    return Path(spec.get("home") or Path(spec["root"]) / "home")
+
+
+def ship(spec: dict, home: Path) -> list[str]:
+    """Copy the files the assignment releases beside its notebooks (data, images, helper modules: never
+    solutions or hidden tests, which nbgrader's release does not hold) into the student's folder, read-only
+    (and, in the uid tier, the grader's: the kernel cannot change them). Returns the top-level paths."""
+    shipped = []
+    release = Path(spec["shipped_from"]) if spec.get("shipped_from") else None
+    if release is None or not release.is_dir():
+        return shipped
+    for entry in sorted(release.iterdir()):
+        if entry.suffix == ".ipynb" or entry.name.startswith("."):
+            continue
+        target = home / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(entry, target)
+        _read_only(target)
+        shipped.append(str(target))
+    return shipped
+
+
+def _read_only(path: Path) -> None:
+    """Read-only for everyone, without the ACLs a copy may have brought along (shutil copies extended
+    attributes, and the uid tier's ACLs deny the kernels' group on the course's own files)."""
+    for p in ([path] + sorted(path.rglob("*"), reverse=True) if path.is_dir() else [path]):
+        for attr in ("system.posix_acl_access", "system.posix_acl_default"):
+            try:
+                os.removexattr(p, attr)
+            except OSError:
+                pass
+        os.chmod(p, 0o555 if p.is_dir() else 0o444)
+
+
 def verdicts(spec: dict) -> dict[str, tuple[bool, str]]:
     """{exercise: (passed, message)} from the records in the student's folder, checked here against the
     reference on the devices of this machine, and from the static checks."""
     from course_lib import grading
 
-    records = Path(spec["root"]) / "home" / RECORDS
+    records = home_of(spec) / RECORDS
     static = spec.get("static", {})
     found = {}
     for name in sorted({e for c in spec["cells"] for e in c.get("exercises", ())}):
@@ -191,8 +236,16 @@ def grade(spec: dict) -> dict:
     shutil.copy(spec["gradebook"], root / "gradebook.db")
     submitted = root / "submitted" / student / assignment
     submitted.mkdir(parents=True)
-    home = root / "home"
+    home = home_of(spec)
+    tier = spec.get("tier") if spec.get("sandbox") else None
     (home / RECORDS).mkdir(parents=True, exist_ok=True)
+    shipped = ship(spec, home)
+    bundle = spec["bundle"]
+    if tier == "uid":        # the kernel's uid reaches only its own folder: the grader's read-only copies there
+        bundle = str(home / ".course")
+        shutil.copytree(spec["bundle"], bundle, ignore=shutil.ignore_patterns("__pycache__"))
+        _read_only(Path(bundle))
+        os.chown(home / RECORDS, spec["uid"], spec["gid"])
     readable, unreadable = [], {}
     for name in notebooks:
         nb, why = read_submission(Path(spec["submission"]) / f"{name}.ipynb")
@@ -214,21 +267,28 @@ def grade(spec: dict) -> dict:
     scores: dict[tuple[str, str], float] = {}
     if readable:
         # 3. nbgrader autograde, the kernel sandboxed and time-bounded
-        ipc = Path(tempfile.mkdtemp(prefix="k-", dir="/tmp"))       # short: Unix socket paths are limited
+        # short: Unix socket paths are limited (and, in the uid tier, inside the kernel's own folder)
+        tmp = tempfile.gettempdir() if len(tempfile.gettempdir()) < 60 else "/tmp"
+        ipc = home / ".ipc" if tier == "uid" else Path(tempfile.mkdtemp(prefix=ipc_prefix(spec), dir=tmp))
         kernel_env = {"NBGRADER_EXECUTION": "autograde", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
         for key in ("COURSE_GRADING_DEVICES", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
             if key in os.environ:
                 kernel_env[key] = os.environ[key]
-        if spec.get("sandbox"):
+        if tier == "bwrap":
             from .sandbox import RECORDS as SANDBOX_RECORDS
             kernel_env["COURSE_GRADING_RECORD"] = SANDBOX_RECORDS
+        elif tier == "uid":
+            kernel_env["COURSE_GRADING_RECORD"] = str(home / RECORDS)
         else:
             os.environ["COURSE_GRADING_RECORD"] = str(home / RECORDS)
         config = nbgrader_config(
             root, repo, Execute__timeout=spec["cell_timeout"], BudgetedExecute__budget=float(spec["budget"]),
-            BudgetedExecute__sandbox=bool(spec.get("sandbox")), SandboxedKernelManager__work_dir=str(home),
-            SandboxedKernelManager__ipc_dir=str(ipc), SandboxedKernelManager__python_path=[spec["bundle"]],
-            SandboxedKernelManager__kernel_env=kernel_env, SandboxedKernelManager__name=student,
+            BudgetedExecute__sandbox=tier is not None, SandboxedKernelManager__tier=tier or "bwrap",
+            SandboxedKernelManager__work_dir=str(home), SandboxedKernelManager__shipped=shipped,
+            SandboxedKernelManager__ipc_dir=str(ipc), SandboxedKernelManager__python_path=[bundle],
+            SandboxedKernelManager__kernel_env=kernel_env,
+            SandboxedKernelManager__name=f"{spec.get('run', 'run')}-{student}",
+            SandboxedKernelManager__uid=int(spec.get("uid", -1)), SandboxedKernelManager__gid=int(spec.get("gid", -1)),
             SandboxedKernelManager__memory_mb=int(spec.get("memory_mb", 6144)),
             SandboxedKernelManager__max_pids=int(spec.get("max_pids", 256)))
         api = nbgrader_api(config)
@@ -252,7 +312,9 @@ def grade(spec: dict) -> dict:
         _write_scores(root, assignment, student, rows)
         for name, nb in graded.items():
             _annotate(nb, [r for r in rows if r["notebook"] == name], cells)
-            nbformat.write(nb, root / "autograded" / student / assignment / f"{name}.ipynb")
+            path = root / "autograded" / student / assignment / f"{name}.ipynb"
+            path.chmod(0o644)                 # nbgrader leaves it read-only (which binds all but root)
+            nbformat.write(nb, path)
         fb = api.generate_feedback(assignment, student, force=True)
         result["log"] += fb.get("log", "") + (fb.get("error") or "")
     result["static"] = spec["static"]

@@ -2,26 +2,40 @@
 nbgrader's own tests), all graded in one run. Each is graded as far as it goes, nothing leaks, the run
 ends in bounded time, and no submitted file is modified.
 
-Skipped, loudly, where the sandbox cannot run (no bubblewrap, or no namespaces): see README."""
+The cases that test isolation (snooping, writing outside, sockets, memory hog, fork loop, endless cell,
+tampering, calling the reference) run in every sandbox tier this machine can provide: bubblewrap as root,
+bubblewrap as an unprivileged user (created here with `useradd`, the grader run with `runuser`), and the
+uid tier forced. Each gets the same verdict in each tier, except the memory hog where memory is capped by
+RLIMIT_AS instead of a cgroup (the allocation fails with MemoryError instead of the kernel being killed:
+the exercises after it keep their points; README, "Grading you can trust"). After each run nothing is
+left: no cgroup, no process, no kernel folder, no ACL entry.
+
+Skipped, loudly, where a tier cannot run (no bubblewrap, no namespaces, not root): see README."""
 import copy
 import csv
 import hashlib
 import html
+import os
+import pwd
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder import sandbox
+from autograder import limits, sandbox
 from autograder import submissions as subs
 from autograder.course import REPO, graded_cells
 from autograder.grade import grade
 
-REASON = sandbox.check()
-pytestmark = [pytest.mark.autograder,
-              pytest.mark.skipif(REASON is not None, reason=f"SANDBOX UNAVAILABLE, sandbox tests skipped: {REASON}")]
+REASON = sandbox.tier_problem("bwrap")
+pytestmark = [pytest.mark.autograder]
+needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"SANDBOX UNAVAILABLE, bwrap tests skipped: {REASON}")
 
 CELLS = graded_cells("rope")
 TOTAL = sum(c.max_score for c in CELLS)
@@ -110,10 +124,7 @@ print("LEAKS:", leaks)
 '''
 
 
-@pytest.fixture(scope="session")
-def hostile(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    dirs = root / "submissions"
+def _cases(out_gradebook: Path) -> dict:
     release, solution = subs.load("rope", "rope")
     complete = subs.fill(release, solution)
 
@@ -132,7 +143,7 @@ def hostile(tmp_path_factory):
         del nb.cells[i + 1]["id"]
         return nb
 
-    cases = {
+    return {
         "cell_type_changed": changed_type(complete),
         "duplicate_grade_ids": duplicated(complete),
         "grade_cell_changed": subs.edit(complete, "test_apply_rope_pairs", lambda s: "pass  # trust me"),
@@ -146,7 +157,7 @@ def hostile(tmp_path_factory):
             "            time.sleep(300)\n            os._exit(0)\n        children += 1\n"
             "except OSError as e:\n    print('fork stopped after', children, e)\n")),
         "snoops_outside": _prepend(complete, SNOOP.format(repo=str(REPO), solutions=str(REPO / "solutions"),
-                                                           gradebook=str(root / "out" / "gradebook.db"))),
+                                                           gradebook=str(out_gradebook))),
         "endless_cell": _prepend(complete, "while True:\n    pass"),
         "tampers": _prepend(release, TAMPER),
         "forges_records": _prepend(subs.fill(release, solution, only=set()), FORGE),
@@ -154,24 +165,140 @@ def hostile(tmp_path_factory):
             "from course_lib.attention.rope import apply_rope_pairs as _reference\n\n\n"
             "def apply_rope_pairs(x, positions, base=10000.0):\n    return _reference(x, positions, base)\n")),
     }
+
+
+ISOLATION = ["snoops_outside", "memory_hog", "fork_loop", "endless_cell", "tampers", "forges_records",
+             "calls_reference"]
+OPTIONS = dict(workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=BUDGET, memory_mb=1536, max_pids=96)
+
+
+def _write_cases(dirs: Path, cases: dict) -> None:
     for student, nb in cases.items():
         subs.write(nb, dirs / student / "rope.ipynb")
-    (dirs / "invalid_json").mkdir()
-    (dirs / "invalid_json" / "rope.ipynb").write_bytes(b"\x00\xffnot json at all")
 
-    before, repo_before = _digest(dirs), _digest(REPO / "solutions" / "rope")
-    out = root / "out"
-    start = time.monotonic()
-    results = grade("rope", dirs, out, workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=BUDGET,
-                    quiet=True, sandbox="on", memory_mb=1536, max_pids=96)
-    elapsed = time.monotonic() - start
+
+def _rows(out: Path) -> dict:
     rows = {}
     with open(out / "details.csv") as f:
         for row in csv.DictReader(f):
             rows.setdefault(row["student"], {})[row["grade_id"]] = row
-    yield dict(out=out, rows=rows, results={r["student"]: r for r in results}, elapsed=elapsed, dirs=dirs,
-               unchanged=_digest(dirs) == before, repo_unchanged=_digest(REPO / "solutions" / "rope") == repo_before,
-               n=len(cases) + 1)
+    return rows
+
+
+def _grade_here(root: Path, tier: str, names: list[str] | None) -> dict:
+    """Grade the cases (all, or ``names``) in this process, in ``tier``."""
+    dirs, out = root / "submissions", root / "out"
+    cases = _cases(out / "gradebook.db")
+    _write_cases(dirs, {k: v for k, v in cases.items() if names is None or k in names})
+    if names is None:
+        (dirs / "invalid_json").mkdir()
+        (dirs / "invalid_json" / "rope.ipynb").write_bytes(b"\x00\xffnot json at all")
+    before, repo_before = _digest(dirs), _digest(REPO / "solutions" / "rope")
+    start = time.monotonic()
+    results = grade("rope", dirs, out, quiet=True, sandbox=tier, **OPTIONS)
+    elapsed = time.monotonic() - start
+    return dict(out=out, rows=_rows(out), results={r["student"]: r for r in results}, elapsed=elapsed, dirs=dirs,
+                unchanged=_digest(dirs) == before, repo_unchanged=_digest(REPO / "solutions" / "rope") == repo_before,
+                n=len(list(dirs.iterdir())), run=results[0]["run"], tier=tier,
+                memory=limits.plan(gpu=sandbox.gpu_present(), own_uid=tier == "uid").mechanism)
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory):
+    """Every case, bubblewrap tier, in this process (as root on CI)."""
+    if REASON is not None:
+        pytest.skip(f"SANDBOX UNAVAILABLE, bwrap tests skipped: {REASON}")
+    yield _grade_here(tmp_path_factory.mktemp("hostile"), "bwrap", None)
+
+
+TEST_USER = "course-test-grader"
+
+
+def _user_tier_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "creating an unprivileged user needs root (useradd)"
+    for tool in ("useradd", "runuser", "setfacl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return REASON
+
+
+def _grade_as_user(root: Path) -> dict:
+    """The isolation cases graded by an unprivileged user (bubblewrap through user namespaces), with the
+    command line, HOME and TMPDIR in a folder of its own: nothing may be written elsewhere."""
+    created = False
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                       check=True, capture_output=True)
+        created = True
+    user = pwd.getpwnam(TEST_USER)
+    base = Path(tempfile.mkdtemp(prefix="hostile-user-", dir="/tmp"))
+    opened = []                 # (folder on the way to this Python that the user may only enter, had an ACL)
+    try:
+        for path in sandbox.python_paths() + [str(REPO)]:
+            for parent in [Path(path)] + list(Path(path).parents):
+                if parent != Path("/") and not os.stat(parent).st_mode & 0o001 and parent not in dict(opened):
+                    had = bool(subprocess.run(["getfacl", "-cs", str(parent)], capture_output=True, text=True).stdout)
+                    mode = os.stat(parent).st_mode & 0o7777
+                    subprocess.run(["setfacl", "-m", f"u:{TEST_USER}:x", str(parent)], check=True)
+                    opened.append((parent, (had, mode)))
+        dirs, out, home, tmp = base / "submissions", base / "out", base / "home", base / "tmp"
+        _write_cases(dirs, {k: v for k, v in _cases(out / "gradebook.db").items() if k in ISOLATION})
+        home.mkdir()
+        tmp.mkdir()
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(base)], check=True)
+        before = _digest(dirs)
+        as_user = ["runuser", "-u", TEST_USER, "--", "env", f"HOME={home}", f"TMPDIR={tmp}"]   # runuser resets HOME
+        probe = subprocess.run([*as_user, sys.executable, "-m", "autograder.sandbox", "check"],
+                               capture_output=True, text=True, cwd=str(REPO))
+        if "bwrap tier: works here" not in probe.stdout:
+            pytest.skip(f"SANDBOX UNAVAILABLE for an unprivileged user here: {probe.stdout.strip()} {probe.stderr.strip()}")
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "TMPDIR": str(tmp), "LANG": "C.UTF-8",
+               "WANDB_MODE": "disabled", "NBGRADER_EXECUTION": "ci"}
+        start = time.monotonic()
+        proc = subprocess.run([*as_user, sys.executable, "-m", "autograder", "grade", "rope",
+                               "--submissions", str(dirs), "--out", str(out), "--workers", "2",
+                               "--cell-timeout", str(CELL_TIMEOUT), "--submission-timeout", str(BUDGET),
+                               "--memory-mb", "1536", "--max-pids", "96", "--sandbox", "bwrap", "--quiet"],
+                              capture_output=True, text=True, cwd=str(REPO), env=env, timeout=900)
+        elapsed = time.monotonic() - start
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        left = subprocess.run(["pgrep", "-u", TEST_USER], capture_output=True, text=True).stdout.split()
+        shutil.copytree(out, root / "out")
+        return dict(out=root / "out", rows=_rows(out), results={}, elapsed=elapsed, dirs=dirs, unchanged=_digest(dirs) == before,
+                    repo_unchanged=True, n=len(ISOLATION), tier="bwrap-user", summary=proc.stdout.splitlines()[0],
+                    home_files=[str(p) for p in home.rglob("*")], processes_left=left,
+                    tmp_left=[str(p) for p in tmp.rglob("*")],
+                    memory="rlimits" if "RLIMIT_AS" in proc.stdout.splitlines()[0] else "cgroup")
+    finally:
+        for parent, (had, mode) in reversed(opened):     # as it was
+            subprocess.run(["setfacl", "-x", f"u:{TEST_USER}", str(parent)] if had else ["setfacl", "-b", str(parent)],
+                           capture_output=True)
+            os.chmod(parent, mode)
+        shutil.rmtree(base, ignore_errors=True)
+        if created:
+            subprocess.run(["userdel", TEST_USER], capture_output=True)
+
+
+@pytest.fixture(scope="session", params=["bwrap", "bwrap-user", "uid"])
+def tiered(request, tmp_path_factory):
+    """The isolation cases in each tier this machine can provide."""
+    tier = request.param
+    if tier == "bwrap":
+        yield request.getfixturevalue("hostile")
+        return
+    if tier == "bwrap-user":
+        why = _user_tier_problem()
+        if why:
+            pytest.skip(f"SANDBOX TIER UNAVAILABLE, bwrap as an unprivileged user skipped: {why}")
+        yield _grade_as_user(tmp_path_factory.mktemp("hostile-user"))
+        return
+    why = sandbox.tier_problem("uid")
+    if why:
+        pytest.skip(f"SANDBOX TIER UNAVAILABLE, uid tier skipped: {why}")
+    yield _grade_here(tmp_path_factory.mktemp("hostile-uid"), "uid", ISOLATION)
 
 
 def _delete_all(nb, grade_ids):
@@ -210,44 +337,86 @@ def test_huge_output_is_truncated_in_feedback(hostile):
     assert size < 5 * 2**20, f"feedback of {size / 2**20:.1f} MiB"
 
 
-def test_memory_hog_is_killed_and_graded_as_far_as_it_goes(hostile):
-    r = hostile["rows"]["memory_hog"]
+def test_memory_hog_is_stopped_and_graded_as_far_as_it_goes(tiered):
+    r = tiered["rows"]["memory_hog"]
     assert r["test_rope_thetas"]["status"] == r["test_rope_matrix"]["status"] == "passed"
-    for gid in ("test_apply_rope_pairs", "test_apply_rope_halves"):
-        assert float(r[gid]["score"]) == 0 and r[gid]["status"] in ("error", "timeout"), r[gid]
-        assert "kernel died" in r[gid]["message"], r[gid]
+    if tiered["memory"].startswith("cgroup"):       # the cgroup kills the kernel: the rest cannot run
+        for gid in ("test_apply_rope_pairs", "test_apply_rope_halves"):
+            assert float(r[gid]["score"]) == 0 and r[gid]["status"] in ("error", "timeout"), r[gid]
+            assert "kernel died" in r[gid]["message"], r[gid]
+    else:                                            # RLIMIT_AS: the allocation fails, the kernel lives on
+        assert tiered["memory"] == "rlimits", tiered["memory"]
+        assert score(tiered, "memory_hog") == TOTAL, r
+        assert "MemoryError" in feedback_text(tiered, "memory_hog")
 
 
-def test_fork_loop_is_capped(hostile):
-    assert hostile["results"]["fork_loop"]["seconds"] < BUDGET + 90
-    assert set(hostile["rows"]["fork_loop"]) == set(POINTS)
+def test_fork_loop_is_capped(tiered):
+    seconds = tiered["results"]["fork_loop"]["seconds"] if tiered["results"] else tiered["elapsed"]
+    assert seconds < BUDGET + 90
+    assert set(tiered["rows"]["fork_loop"]) == set(POINTS)
+    assert "fork stopped after" in feedback_text(tiered, "fork_loop")
 
 
-def test_snooping_finds_nothing(hostile):
-    text = feedback_text(hostile, "snoops_outside")
+def test_snooping_finds_nothing(tiered):
+    text = feedback_text(tiered, "snoops_outside")
     assert "LEAKS: []" in text, re.findall(r"LEAKS:.*", text)
-    assert score(hostile, "snoops_outside") == TOTAL
+    assert score(tiered, "snoops_outside") == TOTAL
 
 
-def test_budget_stops_an_endless_notebook(hostile):
-    r = hostile["rows"]["endless_cell"]
+def test_budget_stops_an_endless_notebook(tiered):
+    r = tiered["rows"]["endless_cell"]
     assert all(row["status"] == "timeout" and float(row["score"]) == 0 for row in r.values()), r
     assert all("budget" in row["message"] for row in r.values()), r
 
 
-def test_tampering_gains_nothing(hostile):
-    r = hostile["rows"]["tampers"]
-    assert score(hostile, "tampers") == 0, r
-    r = hostile["rows"]["forges_records"]
-    assert score(hostile, "forges_records") == 0, r
+def test_tampering_gains_nothing(tiered):
+    r = tiered["rows"]["tampers"]
+    assert score(tiered, "tampers") == 0, r
+    r = tiered["rows"]["forges_records"]
+    assert score(tiered, "forges_records") == 0, r
 
 
-def test_calling_the_reference_earns_nothing_and_says_why(hostile):
-    r = hostile["rows"]["calls_reference"]
+def test_calling_the_reference_earns_nothing_and_says_why(tiered):
+    r = tiered["rows"]["calls_reference"]
     assert float(r["test_apply_rope_pairs"]["score"]) == 0
     assert "reference implementation" in r["test_apply_rope_pairs"]["message"]
-    assert score(hostile, "calls_reference") == TOTAL - POINTS["test_apply_rope_pairs"]
-    assert "reference implementation" in feedback_text(hostile, "calls_reference")
+    assert score(tiered, "calls_reference") == TOTAL - POINTS["test_apply_rope_pairs"]
+    assert "reference implementation" in feedback_text(tiered, "calls_reference")
+
+
+def test_no_submitted_file_is_modified_in_any_tier(tiered):
+    assert tiered["unchanged"], "a submitted file was modified"
+    assert not (REPO / "pwned.txt").exists() and not Path("/pwned.txt").exists()
+    assert set(tiered["rows"]) >= set(ISOLATION)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+def test_nothing_is_left_behind(tiered):
+    """No cgroup, no process, no kernel folder, no ACL entry after the run."""
+    if tiered["tier"] == "bwrap-user":
+        assert not tiered["processes_left"], tiered["processes_left"]
+        assert not tiered["home_files"], f"written into HOME: {tiered['home_files'][:5]}"
+        assert not tiered["tmp_left"], f"left in TMPDIR: {tiered['tmp_left'][:5]}"
+        return
+    run = tiered["run"]
+    assert not [c for c in limits.our_cgroups() if c.name.startswith(run)], "cgroups left behind"
+    assert not _processes_mentioning(f"k-{run}") and not _processes_mentioning(f"course-sandbox-{run}")
+    assert not list(Path("/tmp").glob(f"k-{run}*")) and not list(Path("/tmp").glob(f"course-sandbox-{run}*"))
+    if tiered["tier"] == "uid" and shutil.which("getfacl"):
+        for path in (REPO, REPO / "solutions", REPO / "course_lib", tiered["dirs"], tiered["out"]):
+            acl = subprocess.run(["getfacl", "-c", str(path)], capture_output=True, text=True).stdout
+            assert not re.search(r"^group:\d+:", acl, re.M), f"ACL left on {path}: {acl}"
 
 
 def test_invalid_file_is_reported(hostile):
