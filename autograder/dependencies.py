@@ -132,7 +132,12 @@ def _definition(node: Node) -> ast.AST | list[ast.stmt] | None:
         return [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
     scope: list[ast.stmt] = tree.body
     found = None
-    for part in qualname.split("."):
+    parts = qualname.split(".")
+    if any(p.startswith("<") for p in parts):        # a nested function or lambda: its enclosing definition
+        parts = parts[:next(i for i, p in enumerate(parts) if p.startswith("<"))] or [TOP]
+        if parts == [TOP]:
+            return _definition((module, TOP))
+    for part in parts:
         found = next((s for s in scope if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                       and s.name == part), None)
         if found is None:
@@ -165,13 +170,22 @@ _MAGIC = re.compile(r"^\s*[%!]")
 
 def notebook_code(assignment: str, repo: Path = REPO) -> str:
     """The code a student's filled notebook runs: every code cell of the solution notebooks (solutions
-    included), the hidden tests left out, IPython magics dropped."""
+    included), the hidden tests left out, IPython magics and cell magics (``%%bash``) dropped. A cell that
+    is not Python raises UsageError naming it."""
+    from .course import UsageError
+
     sources = []
     for path in source_notebooks(assignment, repo):
-        for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type == "code":
-                visible, _ = split_hidden(cell.source)
-                sources.append("\n".join(line for line in visible if not _MAGIC.match(line)))
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells, 1):
+            if cell.cell_type != "code" or cell.source.lstrip().startswith("%%"):
+                continue
+            visible, _ = split_hidden(cell.source)
+            code = "\n".join(line for line in visible if not _MAGIC.match(line))
+            try:
+                _parse(code)
+            except SyntaxError as e:
+                raise UsageError(f"{path.relative_to(repo)}: cell {i} is not Python ({e.msg}, line {e.lineno})")
+            sources.append(code)
     return "\n\n".join(sources)
 
 
@@ -206,9 +220,14 @@ def reached(assignment: str, repo: Path = REPO) -> dict[Node, tuple[str, ...]]:
     return _reached(notebook_code(assignment, repo))
 
 
+def _parse(code: str) -> ast.Module:
+    """Notebook code: top-level ``await`` is allowed there (IPython runs it)."""
+    return compile(code, "<notebook>", "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
 @lru_cache(maxsize=None)
 def _reached(code: str) -> dict[Node, tuple[str, ...]]:
-    tree = ast.parse(code)
+    tree = _parse(code)
     ns = _notebook_namespace(tree)
     paths: dict[Node, tuple[str, ...]] = {}
     queue: deque[Node] = deque()

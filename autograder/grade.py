@@ -215,7 +215,8 @@ def _run_worker(spec: dict, budget: float) -> dict:
 def _leave_nothing(spec: dict) -> None:
     """After a worker, killed or not: no process, no cgroup, no kernel folder of it stays behind."""
     from . import limits
-    limits.prune(prefix=f"{spec['run']}-{spec['student']}-")
+    from .worker import cgroup_name
+    limits.prune(prefix=f"{cgroup_name(spec)}-")
     if spec.get("uid") is not None:
         from .uid_tier import kill_all_of, remove_tmp_files_of
         kill_all_of(spec["uid"])

@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -268,7 +269,8 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     tier = Unicode("bwrap", help="bwrap or uid").tag(config=True)
     work_dir = Unicode(help="host folder of the student's files (/home/student in bwrap)").tag(config=True)
-    ipc_dir = Unicode(help="host folder for the connection file and sockets (bound at the same path)").tag(config=True)
+    ipc_dir = Unicode(help="host folder of the grader's in which each kernel gets a fresh folder for its connection "
+                           "file and sockets (bound at the same path)").tag(config=True)
     python_path = List(Unicode(), help="host folders put, read-only, on the kernel's PYTHONPATH").tag(config=True)
     shipped = List(Unicode(), help="files and folders of work_dir that the assignment ships: read-only").tag(config=True)
     kernel_env = Dict(help="environment variables of the kernel (nothing else is inherited)").tag(config=True)
@@ -280,12 +282,15 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # A fresh folder per kernel, made here, inside the grader's own: nothing an earlier kernel of this
+        # student prepared there (a link named kernel.json, say) is ever written through by this process.
         Path(self.ipc_dir).mkdir(parents=True, exist_ok=True)
+        self._ipc = tempfile.mkdtemp(prefix="", dir=self.ipc_dir)
         if self.tier == "uid":
-            os.chown(self.ipc_dir, self.uid, self.gid)
+            os.chown(self._ipc, self.uid, self.gid)
         self.transport = "ipc"
-        self.ip = os.path.join(self.ipc_dir, "k")
-        self.connection_file = os.path.join(self.ipc_dir, "kernel.json")
+        self.ip = os.path.join(self._ipc, "k")
+        self.connection_file = os.path.join(self._ipc, "kernel.json")
         self._limits = caps.Limits(self.name, self.max_pids, self.memory_mb * 2**20, gpu=gpu_present(),
                                    own_uid=self.tier == "uid")
 
@@ -319,7 +324,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                  "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                  "--hostname", "grader", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
                  *_system_binds(), *course,           # after --tmpfs /tmp, which would hide binds below it
-                 "--bind", self.work_dir, HOME, *shipped, "--bind", self.ipc_dir, self.ipc_dir, *_gpu_binds(),
+                 "--bind", self.work_dir, HOME, *shipped, "--bind", self._ipc, self._ipc, *_gpu_binds(),
                  "--remount-ro", "/",                 # the sandbox's own root too: only HOME and /tmp are writable
                  "--chdir", HOME, "--clearenv"]
         for key, value in env.items():

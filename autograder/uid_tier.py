@@ -9,9 +9,10 @@ The grader must be root there (as it is in those containers). Each kernel then r
 * in a **fresh working folder** ``/tmp/course-sandbox-*`` (mode 0700, its own) holding its files, the
   student ``course_lib`` and the assignment's shipped files (root's, read-only to it);
 * with the course folder, the solutions, the gradebook, the submissions and the grading output closed to
-  it: whatever of them "others" could read gets a POSIX ACL entry denying the run's group
-  (``setfacl -m g:GID:---``; ``--x`` on the folders on the way to the Python environment, which it must
-  run), removed when the run ends. A probe *as that uid* checks the result before any kernel starts; the
+  it: whatever of them "others" could read gets a POSIX ACL entry denying the kernels' group
+  (``setfacl -n -m g:GID:---``; ``--x`` on the folders on the way to the Python environment, which it
+  must run). Runs at the same time share the group and the entries (host-wide state under a lock); the
+  last one to finish restores each path's ACLs and mode exactly as they were. A probe *as that uid* checks the result before any kernel starts; the
   tier refuses to run when something stays readable (e.g. no ``setfacl``, or a filesystem without ACLs);
 * without network where it can be taken away: a network namespace of its own when the grader may create
   one, else a seccomp filter (libseccomp through ``pyseccomp``) refusing every socket but Unix ones
@@ -23,8 +24,11 @@ the files it left in ``/tmp`` are removed.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
+import json
 import os
 import random
 import shutil
@@ -93,13 +97,13 @@ def tasks_of(uid: int) -> int:
     return n
 
 
-def fresh_ids(n: int) -> list[int]:
-    """``n`` ids that no account and no running process uses."""
+def fresh_ids(n: int, exclude: set[int] = frozenset()) -> list[int]:
+    """``n`` ids that no account, no running process and nothing in ``exclude`` uses."""
     import grp
     import pwd
 
     lo, hi = _uid_range()
-    used, out = _ids_in_use(), []
+    used, out = _ids_in_use() | set(exclude), []
     while len(out) < n:
         i = random.randint(lo, hi)
         if i in used or i in out:
@@ -141,42 +145,122 @@ def runs_python(uid: int, gid: int) -> bool:
     return proc.returncode == 0
 
 
-# ------------------------------------------------------------------------------------------ ACLs
-class AccessControl:
-    """POSIX ACL entries for the run's group, recorded so that ``undo()`` leaves every path as it was."""
+# ------------------------------------------------------------------------------------------ host-wide state
+# Grading runs at the same time on one host share one kernel group and one set of ACL entries (each run
+# denying only a group of its own would leave its paths open to the other runs' kernels, and the first run
+# to finish would remove what the others still need). The state lives in a root-only folder, under a lock:
+# which paths carry the group's entry and what their ACLs were before (raw xattrs and mode, restored
+# exactly), and which run (by pid) holds which paths, uids and folders. A run that died is cleaned up by
+# the next one that takes the lock.
+ACCESS, DEFAULT = "system.posix_acl_access", "system.posix_acl_default"
 
-    def __init__(self, gid: int):
-        self.gid = gid
-        self.changed: list[tuple[Path, bool, int]] = []     # (path, had an ACL before, mode before)
 
-    def set(self, path: Path, perms: str) -> str | None:
-        """Give the group ``perms`` ("---" or "--x") on ``path``; None, or why it could not be done."""
-        if shutil.which("setfacl") is None:
-            return "setfacl is not installed (Debian/Ubuntu: apt-get install acl)"
+def _state_dir() -> Path:
+    for base in (Path("/run"), Path(tempfile.gettempdir())):
+        d = base / "course-grader-uid-tier"
         try:
-            had = bool(os.getxattr(path, "system.posix_acl_access"))
-        except OSError as e:
-            if e.errno not in (errno.ENODATA, getattr(errno, "ENOATTR", errno.ENODATA)):
-                return f"{path}: ACLs not supported here ({e.strerror})"
-            had = False
-        mode = stat.S_IMODE(os.lstat(path).st_mode)
-        proc = subprocess.run(["setfacl", "-m", f"g:{self.gid}:{perms}", str(path)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            return f"setfacl on {path}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}"
-        self.changed.append((path, had, mode))
+            d.mkdir(mode=0o700, exist_ok=True)
+            st = d.lstat()
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not stat.S_IMODE(st.st_mode) & 0o077:
+                return d
+        except OSError:
+            continue
+    raise RuntimeError("uid tier: no private folder for its state (/run or the temporary folder)")
+
+
+@contextlib.contextmanager
+def _state():
+    """The host-wide state, read and written under an exclusive lock; dead runs cleaned up first."""
+    d = _state_dir()
+    with open(d / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = d / "state.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("acl", {})
+        state.setdefault("owners", {})
+        _collect_dead(state)
+        yield state
+        if not state["owners"]:
+            state = {}                         # nothing held: the next run picks a new group
+        path.write_text(json.dumps(state))
+
+
+def holders(path: Path) -> tuple[int | None, list[str]]:
+    """(the kernels' group now, the live runs that hold an ACL entry on ``path``)."""
+    with _state() as state:
+        return state.get("gid"), [run for run, owner in state["owners"].items()
+                                  if str(Path(os.path.realpath(path))) in owner.get("paths", [])]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _collect_dead(state: dict) -> None:
+    for run, owner in list(state["owners"].items()):
+        if not _alive(owner["pid"]):
+            for uid in owner.get("uids", []):
+                kill_all_of(uid)
+                remove_tmp_files_of(uid)
+            for home in owner.get("homes", []):
+                shutil.rmtree(home, ignore_errors=True)
+            del state["owners"][run]
+    _release_unused(state)
+
+
+def _release_unused(state: dict) -> None:
+    held = {p for owner in state["owners"].values() for p in owner.get("paths", [])}
+    for path, before in list(state["acl"].items()):
+        if path not in held:
+            _restore(Path(path), before)
+            del state["acl"][path]
+
+
+def _xattr(path: Path, name: str) -> str | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False).hex()
+    except OSError:
         return None
 
-    def undo(self) -> None:
-        for path, had, mode in reversed(self.changed):
-            if had:
-                subprocess.run(["setfacl", "-x", f"g:{self.gid}", str(path)], capture_output=True)
+
+def _restore(path: Path, before: dict) -> None:
+    """Put back the ACLs and mode a path had before its first entry for the kernels' group."""
+    for name, key in ((ACCESS, "access"), (DEFAULT, "default")):
+        try:
+            if before.get(key) is None:
+                os.removexattr(path, name)
             else:
-                subprocess.run(["setfacl", "-b", str(path)], capture_output=True)
-                try:
-                    os.chmod(path, mode)
-                except OSError:
-                    pass
-        self.changed = []
+                os.setxattr(path, name, bytes.fromhex(before[key]))
+        except OSError:
+            pass
+    try:
+        os.chmod(path, before["mode"])
+    except OSError:
+        pass
+
+
+def _set_acl(path: Path, gid: int, perms: str, had_acl: bool) -> str | None:
+    """Give the group ``perms`` ("---" or "--x") on ``path``. A path with an ACL of its own keeps its mask
+    for a denial (``-n``); elsewhere the mask is recalculated: on a path without an ACL that is the owning
+    group's permissions (plus x for "--x"), which changes nobody's effective rights but the kernels'; on
+    one with named entries, "--x" can add x to their effective rights while the run lasts."""
+    if shutil.which("setfacl") is None:
+        return "setfacl is not installed (Debian/Ubuntu: apt-get install acl)"
+    keep_mask = had_acl and perms == "---"      # "--x" must get through a mask that lacks x: recalculated
+    proc = subprocess.run(["setfacl", *(["-n"] if keep_mask else []), "-m", f"g:{gid}:{perms}", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"setfacl on {path}: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}"
+    return None
 
 
 def _ancestors(path: Path) -> list[Path]:
@@ -185,8 +269,8 @@ def _ancestors(path: Path) -> list[Path]:
 
 
 class Run:
-    """The uid tier for one grading run (in the grading process): the run's group, the paths closed to it,
-    the folders it needs opened, one fresh uid and working folder per kernel."""
+    """The uid tier for one grading run (in the grading process): the kernels' group, the paths closed to
+    it, the folders it needs opened, one fresh uid and working folder per kernel."""
 
     def __init__(self, protect: list[Path], keep: list[Path]):
         """``protect``: folders and files no kernel may read (the course folder, the submissions, OUT).
@@ -194,20 +278,43 @@ class Run:
         why = problem()
         if why:
             raise RuntimeError(why)
-        self.gid = fresh_ids(1)[0]
-        self.acl = AccessControl(self.gid)
-        self.homes: list[Path] = []
+        self.id = f"{os.getpid()}-{random.getrandbits(32):08x}"
+        with _state() as state:
+            state.setdefault("gid", fresh_ids(1, exclude=self._reserved(state))[0])
+            state["owners"][self.id] = {"pid": os.getpid(), "paths": [], "uids": [], "homes": []}
+            self.gid = state["gid"]
         self.protect = sorted({Path(os.path.realpath(p)) for p in protect})
         self.keep = sorted({Path(os.path.realpath(p)) for p in keep})
+        self.homes: list[Path] = []
+
+    @staticmethod
+    def _reserved(state: dict) -> set[int]:
+        return {state.get("gid", -1)} | {u for o in state["owners"].values() for u in o.get("uids", [])}
+
+    def _hold(self, path: Path, perms: str) -> str | None:
+        """Give the kernels' group ``perms`` on ``path`` for this run (shared with the other runs)."""
+        with _state() as state:
+            key = str(path)
+            if key not in state["acl"]:
+                before = {"mode": stat.S_IMODE(os.lstat(path).st_mode), "access": _xattr(path, ACCESS),
+                          "default": _xattr(path, DEFAULT) if path.is_dir() else None, "perms": perms}
+                why = _set_acl(path, self.gid, perms, had_acl=before["access"] is not None)
+                if why:
+                    return why
+                state["acl"][key] = before
+            if key not in state["owners"][self.id]["paths"]:
+                state["owners"][self.id]["paths"].append(key)
+        return None
 
     def open(self) -> None:
-        """Close the protected paths to the run's group, open the way to the kept ones; check as a uid of
-        the group. Raises RuntimeError (one line) when something stays readable."""
-        probe_uid = fresh_ids(1)[0]
+        """Close the protected paths to the kernels' group, open the way to the kept ones; check as a uid
+        of the group. Raises RuntimeError (one line) when something stays readable."""
         try:
-            self._open(probe_uid)
-        except BaseException:
+            self._open(self.new_uid())
+        except BaseException as e:
             self.close()
+            if isinstance(e, (OSError, subprocess.SubprocessError)):
+                raise RuntimeError(f"uid tier: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise
 
     def _open(self, probe_uid: int) -> None:
@@ -233,7 +340,7 @@ class Run:
         open_now = set(reachable([t for t, _ in targets], probe_uid, self.gid))
         for path, perms in targets:
             if path in open_now or perms == "--x":
-                why = self.acl.set(path, perms)
+                why = self._hold(path, perms)
                 if why and path in open_now and perms == "---":
                     raise RuntimeError(f"uid tier: {path} is readable by other users and cannot be closed: {why}")
         # the Python environment: enter every folder on its way (no listing)
@@ -241,7 +348,7 @@ class Run:
             for k in self.keep:
                 for a in _ancestors(k):
                     if a not in self.keep and not reachable([a], probe_uid, self.gid):
-                        self.acl.set(a, "--x")
+                        self._hold(a, "--x")
             if not runs_python(probe_uid, self.gid):
                 raise RuntimeError(f"uid tier: a uid of its own cannot run {sys.executable} here "
                                    f"(its folders are closed to other users)")
@@ -249,16 +356,30 @@ class Run:
         if still:
             raise RuntimeError(f"uid tier: {still[0]} stays readable by the kernels' uid")
 
+    def new_uid(self) -> int:
+        """A uid no account, no process and no other kernel of any run uses, reserved for this run."""
+        with _state() as state:
+            uid = fresh_ids(1, exclude=self._reserved(state))[0]
+            state["owners"][self.id]["uids"].append(uid)
+        return uid
+
     def new_home(self, name: str) -> tuple[Path, int]:
         """A fresh working folder (0700) and a fresh uid that owns it."""
-        uid = fresh_ids(1)[0]
+        uid = self.new_uid()
         home = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{name}-", dir="/tmp"))
         os.chown(home, uid, self.gid)
+        with _state() as state:
+            state["owners"][self.id]["homes"].append(str(home))
         self.homes.append(home)
         return home, uid
 
     def close(self) -> None:
-        self.acl.undo()
+        with _state() as state:
+            owner = state["owners"].pop(self.id, None)
+            for uid in (owner or {}).get("uids", []):
+                kill_all_of(uid)
+                remove_tmp_files_of(uid)
+            _release_unused(state)
         for home in self.homes:
             shutil.rmtree(home, ignore_errors=True)
         self.homes = []
@@ -341,4 +462,4 @@ def describe_network() -> tuple[bool, str]:
     how = os.read(r, 200).decode()
     os.close(r)
     os.waitpid(pid, 0)
-    return bool(how), how or "NOT isolated: no network namespace and no seccomp here"
+    return bool(how), how or "NOT isolated: neither a network namespace nor seccomp can be had here"

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import traceback
@@ -94,6 +95,12 @@ def ipc_prefix(spec: dict) -> str:
     return f"k-{spec.get('run', '')}{hashlib.sha1(spec['student'].encode()).hexdigest()[:6]}-"
 
 
+def cgroup_name(spec: dict) -> str:
+    """The start of this student's cgroups' names: the run, then a hash of the student (fixed length, so
+    that no student's name is the start of another's)."""
+    return f"{spec.get('run', 'run')}-{hashlib.sha1(spec['student'].encode()).hexdigest()[:10]}"
+
+
 def home_of(spec: dict) -> Path:
     """The student's working folder on this machine (``ROOT/home``; the uid tier's own folder)."""
     return Path(spec.get("home") or Path(spec["root"]) / "home")
@@ -144,15 +151,37 @@ def verdicts(spec: dict) -> dict[str, tuple[bool, str]]:
         path = records / f"{name}.pt"
         if name in static:
             found[name] = (False, f"{name}: {static[name]}")
-        elif not path.is_file():
+        elif not os.path.lexists(path):
             found[name] = None
         else:
             try:
-                verdict = grading.verify(grading.load_record(path))
+                verdict = grading.verify(grading.load_record(_own_copy(path, spec)))
                 found[name] = (verdict.passed, verdict.message)
-            except Exception as e:  # a record the student's code forged or truncated
+            except Exception as e:  # a record the student's code forged, linked or truncated
                 found[name] = (False, f"{name}: the record of the hidden tests is unreadable ({type(e).__name__})")
     return found
+
+
+def _own_copy(path: Path, spec: dict, max_bytes: int = 256 * 2**20) -> Path:
+    """A copy, in the grader's own folder, of a record the student's kernel wrote, read without following
+    links: the kernel owns its folder, and a link to another student's record (or to any file this root
+    process may read) must not count."""
+    if os.path.islink(path.parent) or not path.parent.is_dir():
+        raise PermissionError("the records folder is a link")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise PermissionError("not a plain file of its own")
+        if spec.get("uid") is not None and st.st_uid != spec["uid"]:
+            raise PermissionError("not written by the student's kernel")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError("record too large")
+    copy = Path(spec["root"]) / "verified-records" / path.name
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(data)
+    return copy
 
 
 def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[str, str], float]) -> list[dict]:
@@ -269,7 +298,9 @@ def grade(spec: dict) -> dict:
         # 3. nbgrader autograde, the kernel sandboxed and time-bounded
         # short: Unix socket paths are limited (and, in the uid tier, inside the kernel's own folder)
         tmp = tempfile.gettempdir() if len(tempfile.gettempdir()) < 60 else "/tmp"
-        ipc = home / ".ipc" if tier == "uid" else Path(tempfile.mkdtemp(prefix=ipc_prefix(spec), dir=tmp))
+        ipc = Path(tempfile.mkdtemp(prefix=ipc_prefix(spec), dir=tmp))
+        if tier == "uid":
+            ipc.chmod(0o711)              # the kernel's uid enters its own folder inside, nothing more
         kernel_env = {"NBGRADER_EXECUTION": "autograde", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
         for key in ("COURSE_GRADING_DEVICES", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
             if key in os.environ:
@@ -287,7 +318,7 @@ def grade(spec: dict) -> dict:
             SandboxedKernelManager__work_dir=str(home), SandboxedKernelManager__shipped=shipped,
             SandboxedKernelManager__ipc_dir=str(ipc), SandboxedKernelManager__python_path=[bundle],
             SandboxedKernelManager__kernel_env=kernel_env,
-            SandboxedKernelManager__name=f"{spec.get('run', 'run')}-{student}",
+            SandboxedKernelManager__name=cgroup_name(spec),
             SandboxedKernelManager__uid=int(spec.get("uid", -1)), SandboxedKernelManager__gid=int(spec.get("gid", -1)),
             SandboxedKernelManager__memory_mb=int(spec.get("memory_mb", 6144)),
             SandboxedKernelManager__max_pids=int(spec.get("max_pids", 256)))
