@@ -1,7 +1,7 @@
 """Root pytest configuration: how `make test` (pytest -n 2 --dist loadgroup) spreads the suite over workers.
 
 Tests that share a module-level fixture (a grading run) must stay on one xdist worker: they are grouped
-by file (and by the parameter of a parametrized session fixture). Independent tests (course_lib, one grading run per assignment) spread over the
+by file (the hostile suite's other sandbox tiers apart). Independent tests (course_lib, one grading run per assignment) spread over the
 workers. (nbval, which runs a notebook cell after cell in one kernel, runs apart, without xdist.)
 """
 import pytest
@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(config, items):
         path = item.nodeid.split("::")[0]
         if path.startswith(_SPREAD):
             continue
-        # a session fixture with parameters (the hostile suite's sandbox tiers): one group per parameter,
-        # so that the tiers' grading runs go to different workers
+        # the hostile suite's other sandbox tiers (a parametrized session fixture): a group of their own,
+        # so that they run on another worker than the bubblewrap run, one after the other
         param = getattr(item, "callspec", None) and item.callspec.params.get("tiered")
-        item.add_marker(pytest.mark.xdist_group(f"{path}::{param}" if param and param != "bwrap" else path))
+        item.add_marker(pytest.mark.xdist_group(f"{path}::other-tiers" if param and param != "bwrap" else path))

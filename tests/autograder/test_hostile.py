@@ -106,11 +106,13 @@ try:   # the course folder shows at most the virtual environment (bound read-onl
         leaks.append(("list", {repo!r}))
 except Exception:
     pass
-mine = os.path.realpath(os.path.expanduser("~"))
+import sys
+mine = [os.path.realpath(os.path.expanduser("~")),                      # this kernel's folder and sockets
+        os.path.dirname(os.path.realpath(sys.argv[sys.argv.index("-f") + 1]))]
 leaks += [("other grading folders", p) for p in glob.glob("/tmp/grade-*") + glob.glob("/tmp/*/students")
           + glob.glob("/tmp/course-grader-*/*") + glob.glob("/tmp/k-*/*")
-          + [q for q in glob.glob("/tmp/course-sandbox-*/*") + glob.glob("/tmp/course-sandbox-*/.grading/*")
-             if not os.path.realpath(q).startswith(mine + "/")]]
+          + glob.glob("/tmp/course-sandbox-*/*") + glob.glob("/tmp/course-sandbox-*/.grading/*")
+          if not any(os.path.realpath(p) == m or os.path.realpath(p).startswith(m + "/") for m in mine)]
 for path in [{repo!r} + "/pwned.txt", "/tmp/../pwned.txt", "/usr/pwned.txt"]:
     try:
         open(path, "w").write("pwned")
@@ -171,8 +173,7 @@ def _cases(out_gradebook: Path) -> dict:
     }
 
 
-ISOLATION = ["snoops_outside", "memory_hog", "fork_loop", "endless_cell", "tampers", "forges_records",
-             "calls_reference"]
+ISOLATION = ["snoops_outside", "memory_hog", "fork_loop", "endless_cell", "tampers", "calls_reference"]
 OPTIONS = dict(workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=BUDGET, memory_mb=1536, max_pids=96)
 
 
@@ -388,8 +389,11 @@ def test_budget_stops_an_endless_notebook(tiered):
 def test_tampering_gains_nothing(tiered):
     r = tiered["rows"]["tampers"]
     assert score(tiered, "tampers") == 0, r
-    r = tiered["rows"]["forges_records"]
-    assert score(tiered, "forges_records") == 0, r
+
+
+def test_forged_records_gain_nothing(hostile):
+    r = hostile["rows"]["forges_records"]
+    assert score(hostile, "forges_records") == 0, r
 
 
 def test_calling_the_reference_earns_nothing_and_says_why(tiered):
