@@ -2,7 +2,6 @@
 controllers), the guarantees table, and the files an assignment ships beside its notebooks reaching the
 kernel, read-only, in every tier this machine can provide."""
 import csv
-import json
 import os
 import shutil
 import subprocess
