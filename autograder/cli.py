@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`python -m autograder.sandbox check` says what holds here")
     g.add_argument("--memory-mb", type=int, default=6144, help="memory limit of a student's kernel (MiB)")
     g.add_argument("--max-pids", type=int, default=256, help="process/thread limit of a student's kernel")
+    g.add_argument("--run-illustrative", action="store_true",
+                   help="also run the cells tagged illustrative in solutions/ (figures, demos, training runs that no "
+                        "test reads), which grading skips by default")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         results = grade(args.assignment, args.submissions, args.out, workers=args.workers,
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
                         quiet=args.quiet, repo=repo, sandbox=args.sandbox, memory_mb=args.memory_mb,
-                        max_pids=args.max_pids)
+                        max_pids=args.max_pids, run_illustrative=args.run_illustrative)
         print_table(results, args.out.resolve())
         seconds = time.monotonic() - start
         print(f"graded {len(results)} submissions in {seconds:.1f} s "

@@ -55,8 +55,11 @@ def sandbox_mode(requested: str) -> tuple[str | None, str]:
 
 def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, cell_timeout: int | None = None,
           submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False, sandbox: str = "auto",
-          memory_mb: int = 6144, max_pids: int = 256) -> list[dict]:
+          memory_mb: int = 6144, max_pids: int = 256, run_illustrative: bool = False) -> list[dict]:
     """Grade every student folder of ``submissions``; return one summary dict per student.
+
+    Cells the instructor tagged ``illustrative`` in ``solutions/`` are not run (``autograder.cells``)
+    unless ``run_illustrative``.
 
     ``submission_timeout`` is each submission's budget: cells past it are not run (and say so); the
     worker is killed 60 s later if it is still running, and scored from the records it left."""
@@ -105,7 +108,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
                 raise UsageError(str(e))
         try:
             results = _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run,
-                                 uid_run, workers, submission_timeout, memory_mb, max_pids, quiet, out)
+                                 uid_run, workers, submission_timeout, memory_mb, max_pids, quiet, out,
+                                 run_illustrative)
         finally:
             if uid_run is not None:
                 uid_run.close()
@@ -116,7 +120,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
 
 
 def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run, uid_run,
-               workers, submission_timeout, memory_mb, max_pids, quiet, out) -> list[dict]:
+               workers, submission_timeout, memory_mb, max_pids, quiet, out, run_illustrative=False) -> list[dict]:
     specs = []
     for student in students:
         spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
@@ -124,7 +128,7 @@ def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout
                     cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo),
                     sandbox=tier is not None, tier=tier, run=run, budget=submission_timeout,
                     bundle=str(tmp / "bundle"), shipped_from=str(tmp / "template" / "release" / assignment),
-                    memory_mb=memory_mb, max_pids=max_pids)
+                    memory_mb=memory_mb, max_pids=max_pids, skip_illustrative=not run_illustrative)
         if uid_run is not None:
             home, uid = uid_run.new_home(run)
             spec.update(home=str(home), uid=uid, gid=uid_run.gid)

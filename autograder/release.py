@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .course import REPO, assignments, check_assignment, generate
+from .course import REPO, UsageError, assignments, check_assignment, generate, source_notebooks
 
 
 def release(assignment: str | None = None, dest: Path | None = None, repo: Path = REPO) -> list[Path]:
@@ -19,6 +19,7 @@ def release(assignment: str | None = None, dest: Path | None = None, repo: Path 
     names = [assignment] if assignment else assignments(repo)
     for name in names:
         check_assignment(name, repo)
+        check_illustrative(name, repo)
     written = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"release-{name}-") as tmp:
@@ -29,3 +30,17 @@ def release(assignment: str | None = None, dest: Path | None = None, repo: Path 
             shutil.copytree(built, target)
         written += sorted(target.glob("*.ipynb"))
     return written
+
+
+def check_illustrative(assignment: str, repo: Path = REPO) -> None:
+    """Refuse (one line) a release whose ``illustrative`` cells feed a cell that grading runs."""
+    import nbformat
+
+    from .cells import SkipPlan, dependency_problems, skipped_indices
+    for path in source_notebooks(assignment, repo):
+        nb = nbformat.read(path, as_version=4)
+        problems = dependency_problems(nb, skipped_indices(nb, SkipPlan(nb)))
+        if problems:
+            raise UsageError(f"solutions/{assignment}/{path.name}: {problems[0]}: grading would fail there; "
+                             f"untag that cell or define the name in a cell that runs"
+                             + (f" ({len(problems) - 1} more)" if len(problems) > 1 else ""))

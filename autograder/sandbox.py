@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.notebooknode import NotebookNode
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
@@ -48,6 +49,7 @@ from . import uid_tier
 
 HOME = "/home/student"                       # the student's folder, inside the bwrap sandbox
 RECORDS = f"{HOME}/.grading"                 # where course_lib.grading writes its records (bwrap tier)
+SKIPPED_NOTE = "(not run under grading: an illustrative cell; it runs in your own notebook)\n"
 MIN_CELL_SECONDS = 5                         # a cell starting with less budget left than this is not run
 TIERS = ("bwrap", "uid")
 
@@ -366,6 +368,8 @@ class BudgetedExecute(Execute):
 
     budget = Float(0.0, help="seconds for the whole notebook (0: no budget)").tag(config=True)
     sandbox = Bool(False, help="run the kernel in the sandbox (SandboxedKernelManager's tier)").tag(config=True)
+    skip_from = Unicode("", help="folder of the instructor's source notebooks: cells tagged illustrative there "
+                                 "are not run (autograder.cells); empty: every cell runs").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -373,6 +377,10 @@ class BudgetedExecute(Execute):
             self.kernel_manager_class = SandboxedKernelManager
 
     def preprocess(self, nb, resources=None, km=None):
+        from .cells import SkipPlan
+        name = ((resources or {}).get("nbgrader") or {}).get("notebook")
+        source = Path(self.skip_from) / f"{name}.ipynb" if self.skip_from and name else None
+        self._skip = SkipPlan(nbformat.read(source, as_version=4)) if source and source.exists() else None
         self._started = time.monotonic()
         self._stopped = ("", "")               # (ename, evalue) written into every cell not run
         self._cell_timeout = self.timeout
@@ -380,6 +388,10 @@ class BudgetedExecute(Execute):
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code":
+            return cell, resources
+        if self._skip is not None and self._skip.skips(cell):
+            cell.outputs = [NotebookNode(output_type="stream", name="stdout", text=SKIPPED_NOTE)]
+            cell.execution_count = None
             return cell, resources
         if not self._stopped[0] and self.budget:
             remaining = self.budget - (time.monotonic() - self._started)
