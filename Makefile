@@ -41,7 +41,7 @@ demo: setup sandbox-deps
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 test: setup sandbox-deps
-	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests
+	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 2 --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
 # bundle tests run every filled solution top to bottom there, and grading them gives full marks.
@@ -52,7 +52,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 release: setup
-	$(PY) -m autograder release
+	$(PY) -m autograder release --timings
 	$(PY) -m autograder.submissions
 
 grade: setup sandbox-deps

@@ -1,7 +1,8 @@
 """python -m autograder {release,grade} — the instructor's commands.
 
-  python -m autograder release [ASSIGNMENT]
-      regenerate notebooks/ (the student release) from solutions/ with nbgrader
+  python -m autograder release [ASSIGNMENT] [--timings]
+      regenerate notebooks/ (the student release) from solutions/ with nbgrader; --timings also measures
+      each test cell of the reference (timings.json), from which grading derives the test cells' limits
   python -m autograder release [ASSIGNMENT] --bundle OUT [--as-of DATE]
       also write what students hold at ASSIGNMENT's release (or at DATE, or now) into OUT
   python -m autograder schedule
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write what students hold at ASSIGNMENT's release (or at --as-of, or now) into this "
                         "folder: the notebooks released by then, environment files, and course_lib without the "
                         "reference bodies of the exercises not yet due (schedule.toml)")
+    r.add_argument("--timings", action="store_true",
+                   help="also run each released assignment's solution as grading runs it and store every test cell's "
+                        "time in timings.json (the test cells' time limits are derived from it)")
     r.add_argument("--as-of", default=None, metavar="DATE",
                    help="with --bundle and no ASSIGNMENT: cut the bundle at this date (YYYY-MM-DD, 00:00) or "
                         "date and time (YYYY-MM-DDTHH:MM), in the schedule's timezone")
@@ -62,9 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "`python -m autograder.sandbox check` says what holds here")
     g.add_argument("--memory-mb", type=int, default=6144, help="memory limit of a student's kernel (MiB)")
     g.add_argument("--max-pids", type=int, default=256, help="process/thread limit of a student's kernel")
+    g.add_argument("--test-cell-timeout", type=float, default=None, metavar="S",
+                   help="one time limit for every test cell (default: from the reference's timings in timings.json, "
+                        "--time-factor times its seconds, at least --time-floor)")
+    g.add_argument("--time-factor", type=float, default=None, metavar="F",
+                   help="a test cell's limit is F times the reference's time on it (default: timings.json's factor, else 5)")
+    g.add_argument("--time-floor", type=float, default=None, metavar="S",
+                   help="the shortest limit of a test cell, in seconds (default: timings.json's floor, else 5)")
     g.add_argument("--run-illustrative", action="store_true",
                    help="also run the cells tagged illustrative in solutions/ (figures, demos, training runs that no "
                         "test reads), which grading skips by default")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="grade on a Dask cluster (e.g. tcp://host:8786: `dask scheduler` and `dask worker` on lab "
+                        "machines, dask-jobqueue, dask-kubernetes); each worker machine needs this course's environment. "
+                        "Default: --workers N processes on this machine")
+    g.add_argument("--force", action="store_true",
+                   help="regrade every submission (default: reuse those unchanged since the last run into OUT, "
+                        "when nothing grading depends on has changed either)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -91,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                 checked(repo)
             for path in release(args.assignment, dest=repo / "notebooks", repo=repo):
                 print(f"released {os.path.relpath(path)}")
+            if args.timings:
+                from .course import assignments
+                from .timings import FILE, measure
+                for name in [args.assignment] if args.assignment else assignments(repo):
+                    entry = measure(name, repo)
+                    slowest = max(((s, k) for cells in entry["notebooks"].values() for k, s in cells.items()), default=(0, "-"))
+                    print(f"timed {name}: {sum(len(c) for c in entry['notebooks'].values())} test cells in "
+                          f"{entry['measured']['seconds']:g} s (slowest {slowest[1]}: {slowest[0]:g} s) -> {FILE}")
             if args.bundle is not None:
                 from .bundle import build_bundle
                 print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo, as_of=as_of)}")
@@ -104,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         results = grade(args.assignment, args.submissions, args.out, workers=args.workers,
                         cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
                         quiet=args.quiet, repo=repo, sandbox=args.sandbox, memory_mb=args.memory_mb,
-                        max_pids=args.max_pids, run_illustrative=args.run_illustrative)
+                        max_pids=args.max_pids, run_illustrative=args.run_illustrative,
+                        test_cell_timeout=args.test_cell_timeout, time_factor=args.time_factor,
+                        time_floor=args.time_floor, force=args.force,
+                        scheduler=args.scheduler)
         print_table(results, args.out.resolve())
         seconds = time.monotonic() - start
         print(f"graded {len(results)} submissions in {seconds:.1f} s "

@@ -55,11 +55,18 @@ def sandbox_mode(requested: str) -> tuple[str | None, str]:
 
 def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, cell_timeout: int | None = None,
           submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False, sandbox: str = "auto",
-          memory_mb: int = 6144, max_pids: int = 256, run_illustrative: bool = False) -> list[dict]:
+          memory_mb: int = 6144, max_pids: int = 256, run_illustrative: bool = False,
+          test_cell_timeout: float | None = None, time_factor: float | None = None,
+          time_floor: float | None = None, force: bool = False, scheduler: str | None = None) -> list[dict]:
     """Grade every student folder of ``submissions``; return one summary dict per student.
 
     Cells the instructor tagged ``illustrative`` in ``solutions/`` are not run (``autograder.cells``)
-    unless ``run_illustrative``.
+    unless ``run_illustrative``. Test cells get a limit from the reference's timings (``autograder.timings``:
+    ``time_factor`` × its seconds, at least ``time_floor``; or ``test_cell_timeout`` for all). A student whose
+    submission and everything else grading depends on are unchanged since the last run into ``out`` is
+    reused from ``out/.cache`` (``autograder.cache``), unless ``force``. With ``scheduler`` (a Dask scheduler's
+    address) the submissions are graded on that cluster (``autograder.cluster``), else ``workers`` at a time
+    here.
 
     ``submission_timeout`` is each submission's budget: cells past it are not run (and say so); the
     worker is killed 60 s later if it is still running, and scored from the records it left."""
@@ -79,12 +86,37 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         from .course import nbgrader_config
         cell_timeout = int(nbgrader_config(Path(tempfile.gettempdir()), repo).Execute.timeout)
 
+    for name, value in (("--test-cell-timeout", test_cell_timeout), ("--time-factor", time_factor),
+                        ("--time-floor", time_floor)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{name} must be positive, got {value:g}")
+    from .timings import limits as cell_limits
+    limits_by_nb, limit_rule = cell_limits(assignment, cell_timeout, repo=repo, factor=time_factor, floor=time_floor,
+                                           fixed=test_cell_timeout)
+
     tier, sandbox_line = sandbox_mode(sandbox)
     print(sandbox_line, file=sys.stdout if tier else sys.stderr)
+    if not quiet:
+        print(f"test cells: {limit_rule}")
 
+    from . import cache
+    options = dict(cell_timeout=cell_timeout, limits=limits_by_nb, budget=submission_timeout, tier=tier,
+                   memory_mb=memory_mb, max_pids=max_pids, run_illustrative=run_illustrative)
+    fp = cache.fingerprint(assignment, repo, options)
+    notebooks = sorted({c.notebook for c in cells})
+    keys = {s: cache.submission_key(submissions / s, notebooks) for s in students}
+    reused = {} if force else {s: r for s in students if (r := cache.lookup(out, s, fp, keys[s])) is not None}
     out.mkdir(parents=True, exist_ok=True)
+    cache.prune(out, students)
     for sub in ("feedback", "logs"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    for student, res in reused.items():
+        (out / "logs").mkdir(exist_ok=True)
+        (out / "logs" / f"{student}.log").write_text(res.get("log", ""))
+        cache.restore(out, student, out / "feedback" / student)
+    if reused:
+        print(f"reused {len(reused)} of {len(students)} submissions, unchanged since the last run into {out} "
+              f"({cache.DIR}/; --force regrades every one)")
     from . import limits
     limits.prune(older_than=600)               # cgroups that killed runs left behind
     run = uuid.uuid4().hex[:8]
@@ -98,7 +130,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         strip_course_lib(tmp / "bundle", list(cut.stripped), repo)
         if not quiet:
             print(f"course_lib of the graded kernels: exercises of {', '.join(cut.stripped)} removed")
-        if tier == "uid":                       # close the course, submissions and OUT to the kernels' uids
+        if tier == "uid" and not scheduler:     # close the course, submissions and OUT to the kernels' uids
             from .sandbox import python_paths
             from .uid_tier import Run
             uid_run = Run(protect=[repo, REPO, submissions, out], keep=[Path(p) for p in python_paths()])
@@ -107,12 +139,17 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
             except RuntimeError as e:
                 raise UsageError(str(e))
         try:
-            results = _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run,
+            results = _grade_all(assignment, [s for s in students if s not in reused], submissions, tmp, repo, cells, cell_timeout, tier, run,
                                  uid_run, workers, submission_timeout, memory_mb, max_pids, quiet, out,
-                                 run_illustrative)
+                                 run_illustrative, (limits_by_nb, limit_rule), (scheduler, sandbox))
         finally:
             if uid_run is not None:
                 uid_run.close()
+        for res in results:
+            if not res["timed_out"] and not any(r["message"].startswith(("the grader failed", "the grading workers died"))
+                                                for r in res["rows"]):
+                cache.store(out, res["student"], fp, keys[res["student"]], res, out / "feedback" / res["student"])
+        results += [dict(res, cached=True) for res in reused.values()]
         results.sort(key=lambda r: r["student"])
         _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db")
     _write_csvs(results, out, assignment)
@@ -120,7 +157,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
 
 
 def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run, uid_run,
-               workers, submission_timeout, memory_mb, max_pids, quiet, out, run_illustrative=False) -> list[dict]:
+               workers, submission_timeout, memory_mb, max_pids, quiet, out, run_illustrative=False,
+               limits=({}, ""), cluster=(None, "auto")) -> list[dict]:
     specs = []
     for student in students:
         spec = dict(student=student, assignment=assignment, root=str(tmp / "students" / student),
@@ -128,14 +166,32 @@ def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout
                     cells=[asdict(c) for c in cells], cell_timeout=cell_timeout, repo=str(repo),
                     sandbox=tier is not None, tier=tier, run=run, budget=submission_timeout,
                     bundle=str(tmp / "bundle"), shipped_from=str(tmp / "template" / "release" / assignment),
-                    memory_mb=memory_mb, max_pids=max_pids, skip_illustrative=not run_illustrative)
+                    memory_mb=memory_mb, max_pids=max_pids, skip_illustrative=not run_illustrative,
+                    cell_limits=limits[0], limit_rule=limits[1].split(' (measured')[0])
         if uid_run is not None:
             home, uid = uid_run.new_home(run)
             spec.update(home=str(home), uid=uid, gid=uid_run.gid)
         Path(spec["root"]).mkdir(parents=True)
         specs.append(spec)
     results = []
+    if not specs:
+        return results
     bar = tqdm(total=len(specs), desc=f"grading {assignment}", unit="student", disable=quiet, file=sys.stdout)
+    if cluster[0]:
+        from .cluster import course_archive, grade_on_cluster
+
+        def done(res):
+            results.append(res)
+            _collect(res, out, assignment)
+            bar.update(1)
+            if not quiet:
+                bar.write(f"  {res['student']}: {res['score']:g}/{res['max_score']:g}  ({res['seconds']:.1f} s, "
+                          f"{res.get('machine', '?').split(':')[0]})")
+        try:
+            grade_on_cluster(cluster[0], specs, course_archive(tmp, repo, assignment), cluster[1], done)
+        finally:
+            bar.close()
+        return results
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_run_worker, spec, submission_timeout + 60) for spec in specs]
         for future in as_completed(futures):
@@ -182,7 +238,8 @@ def _run_worker(spec: dict, budget: float) -> dict:
     spec_path.write_text(json.dumps(spec))
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(spec_path)], cwd=str(root),
-                            env={**env_for_kernels(), "IPYTHONDIR": str(root / ".ipython")},   # not in HOME
+                            env={**env_for_kernels(), "IPYTHONDIR": str(root / ".ipython"),   # not in HOME
+                                 **({"PYTHONPATH": spec["pythonpath"]} if spec.get("pythonpath") else {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)   # its own process group: the kernel dies with it
     try:
@@ -233,14 +290,17 @@ def _leave_nothing(spec: dict) -> None:
 
 def _collect(res: dict, out: Path, assignment: str) -> None:
     """Copy the student's feedback into OUT (or write a short page when nbgrader made none)."""
-    student, root = res["student"], Path(res["root"])
+    student, root = res["student"], Path(res.get("root") or ".")
     (out / "logs").mkdir(exist_ok=True)
     (out / "logs" / f"{student}.log").write_text(res["log"])
     dest = out / "feedback" / student
     dest.mkdir(parents=True, exist_ok=True)
+    pages = res.get("pages")                  # graded on a cluster: the pages came back as text
     for name in sorted({r["notebook"] for r in res["rows"]}):
-        made = root / "feedback" / student / assignment / f"{name}.html"
-        if made.exists() and not res["timed_out"]:
+        made = None if pages is not None else root / "feedback" / student / assignment / f"{name}.html"
+        if pages is not None and name in pages:
+            (dest / f"{name}.html").write_text(pages[name])
+        elif made is not None and made.exists() and not res["timed_out"]:
             shutil.copyfile(made, dest / f"{name}.html")
         else:
             rows = [r for r in res["rows"] if r["notebook"] == name]

@@ -368,6 +368,9 @@ class BudgetedExecute(Execute):
 
     budget = Float(0.0, help="seconds for the whole notebook (0: no budget)").tag(config=True)
     sandbox = Bool(False, help="run the kernel in the sandbox (SandboxedKernelManager's tier)").tag(config=True)
+    cell_limits = Dict(help="{notebook: {cell key: seconds}}: per-cell time limits from the reference's timings "
+                            "(autograder.timings); other cells keep the timeout").tag(config=True)
+    limit_rule = Unicode("", help="how cell_limits were set, for the verdict of a cell that exceeds one").tag(config=True)
     skip_from = Unicode("", help="folder of the instructor's source notebooks: cells tagged illustrative there "
                                  "are not run (autograder.cells); empty: every cell runs").tag(config=True)
 
@@ -381,6 +384,7 @@ class BudgetedExecute(Execute):
         name = ((resources or {}).get("nbgrader") or {}).get("notebook")
         source = Path(self.skip_from) / f"{name}.ipynb" if self.skip_from and name else None
         self._skip = SkipPlan(nbformat.read(source, as_version=4)) if source and source.exists() else None
+        self._limits = dict(self.cell_limits.get(name) or {}) if name else {}
         self._started = time.monotonic()
         self._stopped = ("", "")               # (ename, evalue) written into every cell not run
         self._cell_timeout = self.timeout
@@ -393,13 +397,21 @@ class BudgetedExecute(Execute):
             cell.outputs = [NotebookNode(output_type="stream", name="stdout", text=SKIPPED_NOTE)]
             cell.execution_count = None
             return cell, resources
+        from .timings import cell_key
+        timeout, why = self._cell_timeout, "the cell timeout"
         if not self._stopped[0] and self.budget:
             remaining = self.budget - (time.monotonic() - self._started)
             if remaining <= MIN_CELL_SECONDS:
                 self._stopped = ("SubmissionStopped", f"not run: the submission used up its {self.budget:g} s "
                                                       f"time budget before this cell")
-            else:
-                self.timeout = int(max(1, min(self._cell_timeout or remaining, remaining)))
+            elif not timeout or remaining < timeout:
+                timeout, why = remaining, f"what was left of the submission's {self.budget:g} s budget"
+        limit = self._limits.get(cell_key(cell))
+        if limit and (not timeout or limit < timeout):
+            timeout, why = limit, f"this cell's limit, {self.limit_rule}" if self.limit_rule else "this cell's limit"
+        self.timeout = int(max(1, round(timeout))) if timeout else timeout
+        msg = f"did not finish within {self.timeout} s ({why})"
+        self.error_on_timeout = {"ename": "CellTimeoutError", "evalue": msg, "traceback": [f"CellTimeoutError: {msg}"]}
         if self._stopped[0]:
             ename, evalue = self._stopped
             cell.outputs = [NotebookNode(output_type="error", ename=ename, evalue=evalue,

@@ -314,6 +314,7 @@ def grade(spec: dict) -> dict:
             os.environ["COURSE_GRADING_RECORD"] = str(home / RECORDS)
         config = nbgrader_config(
             root, repo, Execute__timeout=spec["cell_timeout"], BudgetedExecute__budget=float(spec["budget"]),
+            BudgetedExecute__cell_limits=spec.get("cell_limits") or {}, BudgetedExecute__limit_rule=spec.get("limit_rule", ""),
             BudgetedExecute__skip_from=str(root / "solutions" / assignment) if spec.get("skip_illustrative", True) else "",
             BudgetedExecute__sandbox=tier is not None, SandboxedKernelManager__tier=tier or "bwrap",
             SandboxedKernelManager__work_dir=str(home), SandboxedKernelManager__shipped=shipped,

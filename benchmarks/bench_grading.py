@@ -1,8 +1,17 @@
-"""Grading throughput against --workers, and the sandbox's overhead per notebook.
+"""Grading throughput against --workers, the sandbox's overhead, and what grading costs per assignment.
 
-Grades N copies of the complete RoPE sample (autograder/samples/rope/alice) with 1, 2 and 4 workers in
-the sandbox, and with the sandbox off at the fastest worker count; prints a markdown table (submissions
-per minute) and writes build/bench/grading.png.
+1. Grades N copies of the complete RoPE sample (autograder/samples/rope/alice) with 1, 2 and 4 workers in
+   the sandbox, and with the sandbox off at the fastest worker count; prints a markdown table (submissions
+   per minute) and writes build/bench/grading.png.
+2. For every assignment (``BENCH_ASSIGNMENTS=rope,gqa`` for some), one worker, side by side in one run:
+   seconds for a complete submission with the illustrative cells run and skipped, beside the plain
+   execution of the graded cells (nbclient, what ``jupyter nbconvert --execute`` does, on the same
+   notebook with the skipped cells removed); and the cost of a submission whose every function loops
+   forever (each test cell stopped at its own limit). ``BENCH_BEFORE=1`` also grades that one the way
+   grading worked before the test cells' limits (every cell the 60 s cell timeout, illustrative cells
+   run): minutes per assignment. Writes build/bench/grading_assignments.png.
+
+``BENCH_GRADING=throughput`` or ``=assignments`` runs one part.
 """
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ from .common import OUT, table
 N = 8
 
 
-def main() -> None:
+def throughput() -> None:
     sample = REPO / "autograder" / "samples" / "rope" / "alice" / "rope.ipynb"
     sandbox = "on" if check() is None else "off"
     rows, per_minute = [], {}
@@ -59,6 +68,114 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(OUT / "grading.png", dpi=120)
     print(f"plot: {OUT / 'grading.png'}")
+
+
+def _all_loop(release, solution):
+    """The complete submission with every function of every answer cell redefined to loop forever."""
+    import ast
+
+    from autograder import submissions as subs
+    nb = subs.fill(release, solution)
+    for gid, answer in subs.answers(solution).items():
+        try:
+            names = [n.name for n in ast.parse(answer).body if isinstance(n, ast.FunctionDef)]
+        except SyntaxError:
+            continue
+        loops = "".join(f"\n\ndef {n}(*args, **kwargs):\n    while True:\n        pass\n" for n in names)
+        if loops:
+            nb = subs.edit(nb, gid, lambda s, loops=loops: s + loops)
+    return nb
+
+
+def _plain_seconds(nb, folder: Path) -> float:
+    """nbclient's execution of ``nb`` (what `jupyter nbconvert --execute` runs), kernel start included."""
+    import os
+
+    from nbclient import NotebookClient
+    saved = dict(os.environ)
+    os.environ.update(NBGRADER_EXECUTION="autograde", WANDB_MODE="disabled", MPLBACKEND="Agg",
+                      COURSE_GRADING_RECORD=str(folder / ".grading"))
+    try:
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        return time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def per_assignment() -> None:
+    import os
+
+    import nbformat
+
+    from autograder import submissions as subs
+    from autograder.cells import SkipPlan, without_skipped
+    from autograder.course import assignments, source_notebooks
+    names = [a for a in os.environ.get("BENCH_ASSIGNMENTS", "").split(",") if a] or assignments()
+    before = bool(os.environ.get("BENCH_BEFORE"))
+    sandbox = "on" if check() is None else "off"
+    rows, plot = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in names:
+            dirs = {k: tmp / name / k for k in ("complete", "all_loop")}
+            plain = 0.0
+            for path in source_notebooks(name):
+                release, solution = subs.load(name, path.stem)
+                complete = subs.fill(release, solution)
+                subs.write(complete, dirs["complete"] / "student" / path.name)
+                subs.write(_all_loop(release, solution), dirs["all_loop"] / "student" / path.name)
+                source = nbformat.read(path, as_version=4)
+                work = tmp / name / "plain"
+                work.mkdir(parents=True, exist_ok=True)
+                plain += _plain_seconds(without_skipped(complete, SkipPlan(source)), work)
+            times = {}
+            for label, folder, kw in [("run", dirs["complete"], dict(run_illustrative=True)),
+                                      ("skipped", dirs["complete"], {}),
+                                      ("loop", dirs["all_loop"], {})] + (
+                                     [("loop before", dirs["all_loop"], dict(run_illustrative=True,
+                                                                             test_cell_timeout=60))] if before else []):
+                start = time.perf_counter()
+                results = grade(name, folder, tmp / name / f"out-{label}", workers=1, quiet=True, sandbox=sandbox, **kw)
+                times[label] = time.perf_counter() - start
+                if label in ("run", "skipped"):
+                    assert all(r["score"] == r["max_score"] for r in results), f"{name}: a complete submission lost points"
+                else:
+                    assert all(r["score"] == 0 for r in results), f"{name}: an all-looping submission scored"
+            plot[name] = times | {"plain": plain}
+            rows.append([name, f"{times['run']:.1f}", f"{times['skipped']:.1f}", f"{plain:.1f}",
+                         f"{times['skipped'] / plain:.2f}", f"{times['loop']:.1f}"]
+                        + ([f"{times['loop before']:.1f}"] if before else []))
+    print(f"\nOne submission per assignment, 1 worker, sandbox {sandbox} (seconds, including the grader's start)")
+    print(table(["assignment", "complete, illustrative run", "complete, skipped", "plain execution",
+                 "skipped / plain", "all functions loop"] + (["all loop, before"] if before else []), rows))
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    keys = ["run", "skipped", "plain", "loop"] + (["loop before"] if before else [])
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        ax.bar([i + k * width for i in range(len(plot))], [plot[n][key] for n in plot], width, label=key)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(plot))], list(plot), rotation=30)
+    ax.set(ylabel="seconds", title="Grading one submission")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "grading_assignments.png", dpi=120)
+    print(f"plot: {OUT / 'grading_assignments.png'}")
+
+
+def main() -> None:
+    import os
+    parts = os.environ.get("BENCH_GRADING", "throughput,assignments").split(",")
+    if "throughput" in parts:
+        throughput()
+    if "assignments" in parts:
+        per_assignment()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """pyproject.toml and environment.yml pin the same versions, and what is installed is what they pin."""
+import os
 from importlib.metadata import version
 from pathlib import Path
 
@@ -48,3 +49,31 @@ def test_installed_version_is_the_pinned_one(name):
     pinned = pyproject_pins()[name]
     installed = version(name)
     assert installed.split("+")[0] == pinned, f"{name}: installed {installed}, pinned {pinned} (run `make setup`)"
+
+
+def test_tests_sharing_a_grading_run_stay_on_one_xdist_worker(tmp_path):
+    """The suite's xdist scheduler (conftest.py) keeps a file's tests on one worker, so that a session
+    fixture (a whole grading run) is set up once, and spreads the tests of the SPREAD folders."""
+    import shutil
+    import subprocess
+    import sys
+    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "tests" / "autograder").mkdir(parents=True)
+    (tmp_path / "tests" / "course_lib").mkdir()
+    (tmp_path / "tests" / "autograder" / "test_shared.py").write_text(
+        "import os, time, pytest\n"
+        "@pytest.fixture(scope='session')\n"
+        "def run():\n"
+        "    open(os.environ['SETUPS'], 'a').write('setup\\n')\n"
+        "    time.sleep(0.5)\n"
+        "    return os.getpid()\n"
+        + "".join(f"def test_{i}(run):\n    assert run == os.getpid()\n" for i in range(6)))
+    (tmp_path / "tests" / "course_lib" / "test_spread.py").write_text(
+        "import os, time\n" + "".join(f"def test_{i}():\n    time.sleep(0.3)\n    open(os.environ['PIDS'], 'a').write(f'{{os.getpid()}}\\n')\n"
+                                      for i in range(8)))
+    env = {**os.environ, "SETUPS": str(tmp_path / "setups"), "PIDS": str(tmp_path / "pids")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-q", "tests"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "setups").read_text().count("setup") == 1
+    assert len(set((tmp_path / "pids").read_text().split())) == 2, "the course_lib tests ran on one worker only"

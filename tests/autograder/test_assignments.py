@@ -1,5 +1,6 @@
 """Every assignment end to end: a complete submission gets full marks, the release as handed out gets zero
-on every exercise, and the feedback shows no hidden test. (The RoPE assignment's failure modes are in
+on every exercise, both graded with the illustrative cells skipped (so no graded cell depends on one), and
+the feedback shows no hidden test. (The RoPE assignment's failure modes are in
 test_grade.py and test_hostile.py.)"""
 import csv
 import html
@@ -9,8 +10,10 @@ import nbformat
 import pytest
 
 from autograder import submissions as subs
+from autograder.cells import TAG
 from autograder.course import REPO, assignments, graded_cells, source_notebooks
 from autograder.grade import grade
+from autograder.sandbox import SKIPPED_NOTE
 
 pytestmark = pytest.mark.autograder
 
@@ -36,6 +39,9 @@ def test_complete_gets_full_marks_and_blank_gets_zero(assignment, tmp_path):
     assert all(r["status"] == "passed" for r in complete), [r for r in complete if r["status"] != "passed"]
     assert sum(float(r["score"]) for r in complete) == total
     assert all(float(r["score"]) == 0 and r["status"] in ("error", "failed") for r in blank), blank
+    tagged = {path.stem: sum(TAG in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells)
+              for path in source_notebooks(assignment)}
+    assert all(tagged.values()), f"{assignment}: a notebook tags no cell illustrative: {tagged}"
     hidden = [line.strip() for path in source_notebooks(assignment)
               for cell in nbformat.read(path, as_version=4).cells
               for line in cell.source.split("### BEGIN HIDDEN TESTS")[-1].split("### END HIDDEN TESTS")[0].splitlines()
@@ -43,4 +49,7 @@ def test_complete_gets_full_marks_and_blank_gets_zero(assignment, tmp_path):
     for page in (out / "feedback").rglob("*.html"):
         text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
         assert not [h for h in hidden if h in text], page
+        # graded with the illustrative cells skipped (what makes these full marks a proof that no graded
+        # cell depends on one), and the student is told so
+        assert text.count(SKIPPED_NOTE.strip()) == tagged[page.stem], page
     assert (REPO / "notebooks" / assignment).is_dir()

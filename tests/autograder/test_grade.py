@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from autograder import submissions as subs
+from autograder import timings
 from autograder.course import REPO, graded_cells
 from autograder.grade import grade
 
@@ -39,6 +40,11 @@ def graded(tmp_path_factory):
     loop = subs.edit(complete, "apply_rope_halves", lambda s: s + (
         "\n\ndef apply_rope_halves(x, positions, base=10000.0):\n    while True:\n        pass\n"))
     subs.write(loop, dirs / "infinite_loop" / "rope.ipynb")
+    all_loop = complete
+    for name in ("rope_thetas", "rope_matrix", "apply_rope_pairs", "apply_rope_halves"):
+        all_loop = subs.edit(all_loop, name, lambda s, name=name: s + (
+            f"\n\ndef {name}(*args, **kwargs):\n    while True:\n        pass\n"))
+    subs.write(all_loop, dirs / "all_loop" / "rope.ipynb")
     subs.write(subs.delete(complete, "test_rope_matrix"), dirs / "deleted_test" / "rope.ipynb")
     syntax = subs.edit(complete, "rope_matrix", lambda s: s + "\n    return return\n")
     subs.write(syntax, dirs / "syntax_error" / "rope.ipynb")
@@ -78,7 +84,7 @@ def test_output_files_and_columns(graded):
         assert next(csv.reader(f)) == ["student", "assignment", "score", "max_score"]
     with open(out / "details.csv") as f:
         assert next(csv.reader(f))[:6] == ["student", "notebook", "grade_id", "score", "max_score", "status"]
-    assert set(grades) == set(rows) == {"complete", "blank", "infinite_loop", "deleted_test", "syntax_error",
+    assert set(grades) == set(rows) == {"complete", "blank", "infinite_loop", "all_loop", "deleted_test", "syntax_error",
                                         "prints_history", "invalid_json", "missing_notebook",
                                         "writes_stderr", "ignores_base"}
     for student, by_id in rows.items():
@@ -114,8 +120,26 @@ def test_infinite_loop_costs_only_that_exercise(graded):
     others = [g for g in POINTS if g != "test_apply_rope_halves"]
     assert all(r[g]["status"] == "passed" for g in others)
     assert float(grades["infinite_loop"]["score"]) == TOTAL - POINTS["test_apply_rope_halves"]
+    # the test cell's own limit (timings.json: 5x the reference's time, at least 5 s), not the 15 s cell timeout
+    limit = timings.limits("rope", CELL_TIMEOUT)[0]["rope"]["test_apply_rope_halves"]
+    assert limit < CELL_TIMEOUT
+    assert r["test_apply_rope_halves"]["message"].startswith(f"did not finish within {limit:g} s (this cell's limit"), r
     seconds = next(x["seconds"] for x in results if x["student"] == "infinite_loop")
-    assert seconds < 120, f"an infinite loop took {seconds:.0f} s to grade"
+    complete = next(x["seconds"] for x in results if x["student"] == "complete")
+    assert seconds < complete + 3 * CELL_TIMEOUT, f"an infinite loop took {seconds:.0f} s to grade ({complete:.0f} s complete)"
+
+
+def test_every_function_looping_costs_one_limit_per_test_cell(graded):
+    """Each test cell stops at its own limit and says so; the submission costs about the sum of those
+    limits (the issue's target: at most 60 s), not one cell timeout per cell."""
+    _, rows, grades, results = graded
+    limits = timings.limits("rope", CELL_TIMEOUT)[0]["rope"]
+    r = rows["all_loop"]
+    for gid, limit in limits.items():
+        assert r[gid]["status"] == "timeout" and float(r[gid]["score"]) == 0, r[gid]
+        assert r[gid]["message"].startswith(f"did not finish within {limit:g} s"), r[gid]
+    seconds = next(x["seconds"] for x in results if x["student"] == "all_loop")
+    assert seconds < 60, f"a submission whose functions all loop took {seconds:.0f} s"
 
 
 def test_deleted_test_cell_is_restored_and_graded(graded):

@@ -1,0 +1,110 @@
+"""Grade only what changed: ``OUT/.cache/``, keyed by each submission's bytes and a fingerprint of
+everything its grade depends on.
+
+The fingerprint hashes the assignment's source folder (solutions, hidden tests, shipped files),
+``course_lib`` (every ``.py``), ``nbgrader_config.py``, ``schedule.toml`` and this assignment's entry of
+``timings.json``, the grader's own code (``autograder/*.py``), the devices graded on (CPU, CUDA and its
+device name), and the options that change a verdict (cell timeout, test-cell limits, budget, sandbox
+tier, memory and process limits, illustrative cells run or skipped). A submission's key is the hash of
+the bytes of the assignment's notebooks in its folder (names included; a missing notebook counts too).
+
+``OUT/.cache/<student>/entry.json`` keeps the fingerprint, the key and the worker's result (rows, log,
+seconds); ``OUT/.cache/<student>/feedback/`` the feedback pages. A rerun with the same fingerprint reuses
+every entry whose key matches and grades the rest; ``--force`` (``force=True``) regrades everyone; an
+entry written under another fingerprint is never reused. Hand-made by necessity: nbgrader has no notion
+of an unchanged submission (``autograde --force`` regrades, without it a student is skipped even when
+the submission changed).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+DIR = ".cache"
+_PY = ("*.py",)
+
+
+def _hash_files(h, folder: Path, patterns=("*",), skip=("__pycache__", ".ipynb_checkpoints", "wandb")) -> None:
+    if not folder.exists():
+        h.update(f"missing {folder.name}\n".encode())
+        return
+    for pattern in patterns:
+        for path in sorted(folder.rglob(pattern)):
+            if path.is_file() and not any(part in skip for part in path.relative_to(folder).parts):
+                h.update(f"{path.relative_to(folder)}\n".encode())
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def devices() -> str:
+    import torch
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    import os
+    return os.environ.get("COURSE_GRADING_DEVICES") or ",".join(found)
+
+
+def fingerprint(assignment: str, repo: Path, options: dict) -> str:
+    from .timings import load as load_timings
+    repo = Path(repo)
+    h = hashlib.sha256()
+    _hash_files(h, repo / "solutions" / assignment)
+    _hash_files(h, repo / "course_lib", _PY)
+    _hash_files(h, Path(__file__).parent, _PY)
+    for name in ("nbgrader_config.py", "schedule.toml"):
+        path = repo / name
+        h.update(name.encode() + (hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"-"))
+    h.update(json.dumps(load_timings(repo).get(assignment), sort_keys=True).encode())
+    h.update(devices().encode())
+    h.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def submission_key(folder: Path, notebooks: list[str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(notebooks):
+        path = Path(folder) / f"{name}.ipynb"
+        h.update(name.encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"missing")
+    return h.hexdigest()
+
+
+def lookup(out: Path, student: str, fp: str, key: str) -> dict | None:
+    """The cached result of ``student`` when it was graded under ``fp`` from the same bytes, else None."""
+    entry = Path(out) / DIR / student / "entry.json"
+    try:
+        data = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("fingerprint") != fp or data.get("key") != key or not isinstance(data.get("result"), dict):
+        return None
+    return data["result"]
+
+
+def store(out: Path, student: str, fp: str, key: str, result: dict, feedback: Path) -> None:
+    """Keep ``result`` (without its scratch paths) and the student's feedback pages in ``OUT/.cache``."""
+    folder = Path(out) / DIR / student
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "feedback").mkdir(parents=True)
+    for page in sorted(Path(feedback).glob("*.html")):
+        shutil.copyfile(page, folder / "feedback" / page.name)
+    kept = {k: v for k, v in result.items() if k not in ("root",)}
+    (folder / "entry.json").write_text(json.dumps(dict(fingerprint=fp, key=key, result=kept)))
+
+
+def restore(out: Path, student: str, feedback: Path) -> None:
+    """Put the cached feedback pages of ``student`` back into ``feedback``."""
+    feedback.mkdir(parents=True, exist_ok=True)
+    for page in sorted((Path(out) / DIR / student / "feedback").glob("*.html")):
+        shutil.copyfile(page, feedback / page.name)
+
+
+def prune(out: Path, students: list[str]) -> None:
+    """Forget the entries of students who are no longer in the submissions folder."""
+    root = Path(out) / DIR
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir() and folder.name not in students:
+                shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Incremental grading (autograder.cache): a rerun grades only the submissions that changed and reuses
+the others' rows, feedback and gradebook entries; --force regrades everyone; any change to what grading
+depends on (solutions, course_lib, options) invalidates every entry."""
+import csv
+import shutil
+
+import pytest
+
+from autograder import cache
+from autograder import submissions as subs
+from autograder.course import REPO
+from autograder.grade import grade
+
+pytestmark = pytest.mark.autograder
+
+
+def _rows(out):
+    with open(out / "details.csv") as f:
+        return sorted((r["student"], r["grade_id"], r["score"], r["status"]) for r in csv.DictReader(f))
+
+
+def test_a_rerun_grades_only_what_changed(tmp_path, capsys):
+    release, solution = subs.load("rope", "rope")
+    dirs, out = tmp_path / "submissions", tmp_path / "out"
+    subs.write(subs.fill(release, solution), dirs / "complete" / "rope.ipynb")
+    subs.write(release, dirs / "blank" / "rope.ipynb")
+    options = dict(workers=2, quiet=True, sandbox="off", submission_timeout=300)
+
+    first = grade("rope", dirs, out, **options)
+    assert not any(r.get("cached") for r in first)
+    before = _rows(out)
+    complete_page = (out / "feedback" / "complete" / "rope.html").read_text()
+
+    subs.write(subs.fill(release, solution, only={"rope_thetas"}), dirs / "blank" / "rope.ipynb")   # resubmitted
+    capsys.readouterr()
+    second = {r["student"]: r for r in grade("rope", dirs, out, **options)}
+    assert second["complete"].get("cached") and not second["blank"].get("cached")
+    assert "reused 1 of 2 submissions" in capsys.readouterr().out
+    after = _rows(out)
+    assert [r for r in after if r[0] == "complete"] == [r for r in before if r[0] == "complete"]
+    assert second["blank"]["score"] > first[0 if first[0]["student"] == "blank" else 1]["score"]
+    assert (out / "feedback" / "complete" / "rope.html").read_text() == complete_page
+    assert (out / "logs" / "complete.log").exists()
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:      # the reused student is in the gradebook
+        assert gb.find_submission("rope", "complete").score == second["complete"]["score"]
+
+    third = grade("rope", dirs, out, force=True, **options)
+    assert not any(r.get("cached") for r in third)
+    assert _rows(out) == after
+
+
+@pytest.fixture
+def course(tmp_path):
+    repo = tmp_path / "course"
+    for name in ("solutions", "course_lib"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("nbgrader_config.py", "schedule.toml", "timings.json"):
+        shutil.copy(REPO / name, repo / name)
+    return repo
+
+
+OPTIONS = dict(cell_timeout=60, budget=600, tier="bwrap", memory_mb=6144, max_pids=256, run_illustrative=False)
+
+
+@pytest.mark.parametrize("change", ["solution notebook", "shipped file", "course_lib", "config", "timings", "options"])
+def test_the_fingerprint_sees_every_input(course, change):
+    before = cache.fingerprint("rope", course, OPTIONS)
+    assert cache.fingerprint("rope", course, dict(OPTIONS)) == before
+    options = OPTIONS
+    if change == "solution notebook":
+        path = course / "solutions" / "rope" / "rope.ipynb"
+        path.write_text(path.read_text().replace("RoPE", "RoPE ", 1))
+    elif change == "shipped file":
+        (course / "solutions" / "rope" / "data.txt").write_text("1 2 3")
+    elif change == "course_lib":
+        path = course / "course_lib" / "attention" / "rope.py"
+        path.write_text(path.read_text() + "\n# changed\n")
+    elif change == "config":
+        (course / "nbgrader_config.py").write_text((course / "nbgrader_config.py").read_text() + "\n")
+    elif change == "timings":
+        (course / "timings.json").write_text((course / "timings.json").read_text().replace('"rope": {', '"rope": {"factor": 3, ', 1))
+    else:
+        options = dict(OPTIONS, memory_mb=1024)
+    assert cache.fingerprint("rope", course, options) != before
+    assert cache.fingerprint("gqa", course, OPTIONS) != before       # and it is per assignment
+
+
+def test_a_stale_or_broken_entry_is_never_reused(tmp_path):
+    sub = tmp_path / "alice"
+    sub.mkdir()
+    (sub / "rope.ipynb").write_text("{}")
+    key = cache.submission_key(sub, ["rope"])
+    feedback = tmp_path / "fb"
+    feedback.mkdir()
+    cache.store(tmp_path / "out", "alice", "fp1", key, {"rows": [], "root": "/tmp/x"}, feedback)
+    assert cache.lookup(tmp_path / "out", "alice", "fp1", key) == {"rows": []}
+    assert cache.lookup(tmp_path / "out", "alice", "fp2", key) is None
+    (sub / "rope.ipynb").write_text("{ }")
+    assert cache.lookup(tmp_path / "out", "alice", "fp1", cache.submission_key(sub, ["rope"])) is None
+    (tmp_path / "out" / cache.DIR / "alice" / "entry.json").write_text("{truncated")
+    assert cache.lookup(tmp_path / "out", "alice", "fp1", key) is None
