@@ -1,4 +1,4 @@
-"""Root pytest configuration: how `make test` (pytest -n 2) spreads the suite over xdist workers.
+"""Root pytest configuration: how `make test` (pytest -n 3) spreads the suite over xdist workers.
 
 Tests that share a session fixture (a whole grading run) must run on one worker, or each worker runs the
 fixture again. The work units are decided here, from each test's node id, by an xdist scheduler of our

@@ -108,21 +108,26 @@ def grade_remotely(spec: dict, files: dict[str, bytes], course: bytes, requested
         return res
 
 
-def grade_on_cluster(address: str, specs: list[dict], archive: bytes, requested_sandbox: str, on_result) -> None:
-    """Submit every spec to the cluster at ``address``; call ``on_result(res)`` as each one finishes."""
-    try:
-        from distributed import Client, as_completed
-        from distributed.client import FutureCancelledError
-    except ImportError:                                               # pragma: no cover (pinned)
-        from .course import UsageError
-        raise UsageError("--scheduler needs dask's distributed package (pip install distributed)")
-    from distributed.scheduler import KilledWorker
-
+def reach(address: str, timeout: str = "10s"):
+    """A connected ``distributed.Client``, or a one-line UsageError saying why there is none."""
     from .course import UsageError
     try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise UsageError(f"--scheduler {address}: cannot reach the Dask scheduler ({type(e).__name__}: {e})")
+        from distributed import Client
+    except ImportError:                                               # pragma: no cover (pinned)
+        raise UsageError("--scheduler needs dask's distributed package (pip install distributed)")
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise UsageError(f"--scheduler {address}: cannot reach the Dask scheduler ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'no answer'})")
+
+
+def grade_on_cluster(address: str, specs: list[dict], archive: bytes, requested_sandbox: str, on_result) -> None:
+    """Submit every spec to the cluster at ``address``; call ``on_result(res)`` as each one finishes."""
+    client = reach(address)
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
     with client:
         course = client.scatter(archive, broadcast=True)
         futures = {}

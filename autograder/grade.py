@@ -94,6 +94,9 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
     limits_by_nb, limit_rule = cell_limits(assignment, cell_timeout, repo=repo, factor=time_factor, floor=time_floor,
                                            fixed=test_cell_timeout)
 
+    if scheduler:                              # a wrong address fails before any work
+        from .cluster import reach
+        reach(scheduler).close()
     tier, sandbox_line = sandbox_mode(sandbox)
     print(sandbox_line, file=sys.stdout if tier else sys.stderr)
     if not quiet:

@@ -74,7 +74,11 @@ def cell_status(cell) -> tuple[str, str]:
     """(status, message) of an executed test cell, from its outputs (what the kernel said)."""
     if cell is None:
         return "error", "the test cell is not in the graded notebook"
-    for out in cell.get("outputs", []):
+    outputs = cell.get("outputs", [])
+    for out in outputs:        # a timeout: the kernel's KeyboardInterrupt, then nbgrader's copy of the reply
+        if out.get("output_type") == "error" and out.get("ename") == "CellTimeoutError" and out.get("evalue"):
+            return "timeout", out["evalue"].strip().splitlines()[0]
+    for out in outputs:
         if out.get("output_type") == "error":
             ename, evalue = out.get("ename", "Error"), (out.get("evalue") or "").strip()
             first = evalue.splitlines()[0] if evalue else ""

@@ -61,8 +61,7 @@ def cluster(tmp_path_factory):
 def _class(dirs: Path) -> list[str]:
     release, solution = subs.load("rope", "rope")
     complete = subs.fill(release, solution)
-    students = {"complete": complete, "blank": release,
-                "half": subs.fill(release, solution, only={"rope_thetas", "rope_matrix"})}
+    students = {"complete": complete, "half": subs.fill(release, solution, only={"rope_thetas", "rope_matrix"})}
     for name, nb in students.items():
         subs.write(nb, dirs / name / "rope.ipynb")
     (dirs / "unreadable").mkdir()

@@ -164,7 +164,8 @@ def _cases(out_gradebook: Path) -> dict:
             "except OSError as e:\n    print('fork stopped after', children, e)\n")),
         "snoops_outside": _prepend(complete, SNOOP.format(repo=str(REPO), solutions=str(REPO / "solutions"),
                                                            gradebook=str(out_gradebook))),
-        "endless_cell": _prepend(complete, "while True:\n    pass"),
+        # endless but idle: the budget stops it all the same, without taking a CPU from the rest of the suite
+        "endless_cell": _prepend(complete, "import time\nwhile True:\n    time.sleep(0.5)"),
         "tampers": _prepend(release, TAMPER),
         "forges_records": _prepend(subs.fill(release, solution, only=set()), FORGE),
         "calls_reference": subs.edit(complete, "apply_rope_pairs", lambda s: (
