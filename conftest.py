@@ -38,3 +38,11 @@ def pytest_xdist_make_scheduler(config, log):
             return unit_of(nodeid)
 
     return CourseScheduling(config, log)
+
+
+def pytest_sessionfinish(session):
+    """The suite's template cache (tests/conftest.py) goes with the run (the controller, after its workers)."""
+    import os
+    import shutil
+    if not hasattr(session.config, "workerinput") and os.environ.get("COURSE_TEMPLATE_CACHE"):
+        shutil.rmtree(os.environ["COURSE_TEMPLATE_CACHE"], ignore_errors=True)

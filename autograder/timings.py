@@ -6,7 +6,7 @@ assignment as grading runs it (solutions and hidden tests in, the cells tagged i
 took, for every test cell (keyed by its nbgrader ``grade_id``, which students' copies keep). Grading gives
 each test cell
 
-    limit = clamp(factor × reference seconds, floor, --cell-timeout)
+    limit = clamp(factor × reference seconds, floor, --cell-timeout), rounded up to whole seconds
 
 (``factor`` 5 and ``floor`` 5 s by default; per assignment in ``timings.json`` under ``"factor"`` and
 ``"floor"``, which re-measuring keeps; on the command line ``--time-factor`` / ``--time-floor``, or
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -119,7 +120,7 @@ def limits(assignment: str, cell_timeout: int, *, repo: Path = REPO, factor: flo
     if fixed is not None:
         out = {nb: {key: float(min(fixed, cell_timeout)) for key in cells} for nb, cells in measured.items()}
         return out, f"every cell of the reference: {min(fixed, cell_timeout):g} s (--test-cell-timeout)"
-    out = {nb: {key: round(min(float(cell_timeout), max(floor, factor * float(s))), 1) for key, s in cells.items()}
-           for nb, cells in measured.items()}
+    out = {nb: {key: float(math.ceil(min(float(cell_timeout), max(floor, factor * float(s))))) for key, s in cells.items()}
+           for nb, cells in measured.items()}       # whole seconds, as nbclient's timeout is
     return out, (f"each cell: {factor:g}× the reference's time, at least {floor:g} s, at most {cell_timeout} s "
                  f"(measured {entry.get('measured', {}).get('at', '?')})")

@@ -11,7 +11,10 @@
    grading worked before the test cells' limits (every cell the 60 s cell timeout, illustrative cells
    run): minutes per assignment. Writes build/bench/grading_assignments.png.
 
-``BENCH_GRADING=throughput`` or ``=assignments`` runs one part.
+3. Submissions per minute on a real Dask scheduler with 1 and 2 workers on this machine, beside
+   ``--workers 2``; and a class of 20 graded from scratch, then rerun after one resubmission.
+
+``BENCH_GRADING=throughput``, ``=assignments`` or ``=cluster`` runs one part.
 """
 from __future__ import annotations
 
@@ -169,13 +172,87 @@ def per_assignment() -> None:
     print(f"plot: {OUT / 'grading_assignments.png'}")
 
 
+def _dask_cluster(n_workers: int):
+    """A real `dask scheduler` and ``n_workers`` `dask worker` processes on 127.0.0.1: (address, stop)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dask = str(Path(sys.executable).with_name("dask"))
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)]
+    procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard"], **quiet)
+              for _ in range(n_workers)]
+    from distributed import Client
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(n_workers, timeout=120)
+
+    def stop():
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return address, stop
+
+
+def cluster_and_reruns() -> None:
+    """Submissions per minute on Dask workers here (1 and 2) beside --workers 2; and a rerun of a class
+    of 20 after one student resubmitted, beside grading the class from scratch."""
+    from autograder import submissions as subs
+    sample = REPO / "autograder" / "samples" / "rope" / "alice" / "rope.ipynb"
+    sandbox = "on" if check() is None else "off"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for i in range(N):
+            (tmp / "subs" / f"s{i:02d}").mkdir(parents=True)
+            shutil.copy(sample, tmp / "subs" / f"s{i:02d}" / "rope.ipynb")
+        runs = [("--workers 2", None, 2)] + [(f"Dask, {n} worker{'s' if n > 1 else ''}", n, 1) for n in (1, 2)]
+        for label, n, workers in runs:
+            address, stop = _dask_cluster(n) if n else (None, lambda: None)
+            try:
+                start = time.perf_counter()
+                results = grade("rope", tmp / "subs", tmp / f"out-{label}", workers=workers, quiet=True,
+                                sandbox=sandbox, scheduler=address, force=True)
+                seconds = time.perf_counter() - start
+            finally:
+                stop()
+            assert all(r["score"] == r["max_score"] for r in results)
+            rows.append([label, f"{seconds:.1f}", f"{60 * N / seconds:.1f}"])
+        print(f"\nGrading {N} complete RoPE submissions, sandbox {sandbox}, Dask scheduler and workers on this machine")
+        print(table(["how", "seconds", "submissions / min"], rows))
+
+        release, solution = subs.load("rope", "rope")
+        klass = tmp / "class"
+        for i in range(20):
+            subs.write(subs.fill(release, solution) if i % 2 else release, klass / f"s{i:02d}" / "rope.ipynb")
+        out = tmp / "class-out"
+        start = time.perf_counter()
+        grade("rope", klass, out, workers=2, quiet=True, sandbox=sandbox)
+        scratch = time.perf_counter() - start
+        subs.write(subs.fill(release, solution), klass / "s00" / "rope.ipynb")          # one resubmission
+        start = time.perf_counter()
+        results = grade("rope", klass, out, workers=2, quiet=True, sandbox=sandbox)
+        rerun = time.perf_counter() - start
+        assert sum(not r.get("cached") for r in results) == 1
+    print("\nA class of 20 RoPE submissions, --workers 2: from scratch, then a rerun after 1 resubmission")
+    print(table(["run", "seconds", "graded", "reused"], [["from scratch", f"{scratch:.1f}", 20, 0],
+                                                        ["rerun", f"{rerun:.1f}", 1, 19]]))
+
+
 def main() -> None:
     import os
-    parts = os.environ.get("BENCH_GRADING", "throughput,assignments").split(",")
+    parts = os.environ.get("BENCH_GRADING", "throughput,assignments,cluster").split(",")
     if "throughput" in parts:
         throughput()
     if "assignments" in parts:
         per_assignment()
+    if "cluster" in parts:
+        cluster_and_reruns()
 
 
 if __name__ == "__main__":

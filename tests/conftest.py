@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 
 os.environ["WANDB_MODE"] = "disabled"  # before anything can import wandb
+# The suite grades the same assignments dozens of times: nbgrader's generate_assignment runs once per source
+# (autograder.course.generate), the template kept in this private folder (removed by the root conftest.py).
+os.environ.setdefault("COURSE_TEMPLATE_CACHE", os.path.join(__import__("tempfile").gettempdir(),
+                                                            f"course-test-templates-{os.geteuid()}"))
 
 import pytest
 from hypothesis import HealthCheck, settings

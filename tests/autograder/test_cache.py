@@ -100,3 +100,19 @@ def test_a_stale_or_broken_entry_is_never_reused(tmp_path):
     assert cache.lookup(tmp_path / "out", "alice", "fp1", cache.submission_key(sub, ["rope"])) is None
     (tmp_path / "out" / cache.DIR / "alice" / "entry.json").write_text("{truncated")
     assert cache.lookup(tmp_path / "out", "alice", "fp1", key) is None
+
+
+def test_a_generated_template_is_reused_only_for_the_same_sources(course, tmp_path, monkeypatch):
+    from autograder.course import generate
+    monkeypatch.setenv("COURSE_TEMPLATE_CACHE", str(tmp_path / "templates"))
+    first = generate("rope", tmp_path / "a", course)
+    kept = list((tmp_path / "templates").iterdir())
+    second = generate("rope", tmp_path / "b", course)                       # from the cache
+    assert len(kept) == 1 and list((tmp_path / "templates").iterdir()) == kept
+    assert (second / "rope.ipynb").read_bytes() == (first / "rope.ipynb").read_bytes()
+    assert (tmp_path / "b" / "gradebook.db").read_bytes() == (tmp_path / "a" / "gradebook.db").read_bytes()
+    assert (tmp_path / "b" / "solutions" / "rope" / "rope.ipynb").exists()
+    path = course / "solutions" / "rope" / "rope.ipynb"
+    path.write_text(path.read_text().replace("RoPE", "RoPE ", 1))
+    generate("rope", tmp_path / "c", course)
+    assert len(list((tmp_path / "templates").iterdir())) == 2              # a new source, a new template

@@ -21,7 +21,7 @@ def _course(tmp_path, entry):
 def test_the_rule_factor_floor_and_cap(tmp_path):
     repo = _course(tmp_path, {"notebooks": {"nb": {"fast": 0.01, "mid": 1.5, "slow": 30.0}}})
     got, rule = timings.limits("demo", 60, repo=repo)
-    assert got == {"nb": {"fast": 5.0, "mid": 7.5, "slow": 60.0}}
+    assert got == {"nb": {"fast": 5.0, "mid": 8.0, "slow": 60.0}}        # 7.5 s rounded up
     assert "5× the reference's time, at least 5 s, at most 60 s" in rule
 
 
