@@ -38,12 +38,21 @@ def _hash_files(h, folder: Path, patterns=("*",), skip=("__pycache__", ".ipynb_c
 
 
 def devices() -> str:
-    import torch
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    """The devices hidden tests run on, without importing torch here (3 s): COURSE_GRADING_DEVICES, else
+    the CPU and the GPUs this machine shows (device nodes, CUDA_VISIBLE_DEVICES, nvidia-smi's names)."""
+    import glob
     import os
-    return os.environ.get("COURSE_GRADING_DEVICES") or ",".join(found)
+    import subprocess
+    if os.environ.get("COURSE_GRADING_DEVICES"):
+        return os.environ["COURSE_GRADING_DEVICES"]
+    found = ["cpu"]
+    if glob.glob("/dev/nvidia[0-9]*"):
+        try:
+            names = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            names = "?"
+        found.append(f"cuda {os.environ.get('CUDA_VISIBLE_DEVICES', 'all')}: {names.strip()}")
+    return ",".join(found)
 
 
 def fingerprint(assignment: str, repo: Path, options: dict) -> str:

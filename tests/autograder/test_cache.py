@@ -45,9 +45,11 @@ def test_a_rerun_grades_only_what_changed(tmp_path, capsys):
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:      # the reused student is in the gradebook
         assert gb.find_submission("rope", "complete").score == second["complete"]["score"]
 
-    third = grade("rope", dirs, out, force=True, **options)
-    assert not any(r.get("cached") for r in third)
-    assert _rows(out) == after
+    shutil.rmtree(dirs / "blank")                                    # left the class: forgotten
+    third = grade("rope", dirs, out, force=True, **options)             # unchanged, but --force
+    assert [r["student"] for r in third] == ["complete"] and not third[0].get("cached")
+    assert _rows(out) == [r for r in after if r[0] == "complete"]
+    assert not (out / cache.DIR / "blank").exists()
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def test_cgroup_v2_limits_on_a_v2_shaped_tree(tmp_path):
     assert (root / limits.GROUP / "cgroup.subtree_control").read_text() == "+memory +pids"
     assert lim.launcher_args() == ["--cgroup", str(d / "cgroup.procs")]
     # the kernel's first process joins the cgroup before it becomes the kernel
-    proc = subprocess.run([sys.executable, "-m", "autograder.sandbox", "launch", *lim.launcher_args(), "--",
+    proc = subprocess.run([sys.executable, "-m", "autograder.launch", *lim.launcher_args(), "--",
                            sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           cwd=str(REPO), timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -84,7 +84,7 @@ V2 = limits.v2_mount()
 def test_cgroup_v2_for_real():
     lim = limits.Limits("real-v2", 32, 256 * 2**20)
     assert lim.plan.mechanism == "cgroup v2"
-    proc = subprocess.Popen([sys.executable, "-m", "autograder.sandbox", "launch", *lim.launcher_args(), "--",
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.launch", *lim.launcher_args(), "--",
                              "sleep", "30"], cwd=str(REPO))
     try:
         time.sleep(1.5)
