@@ -215,10 +215,14 @@ def test_feedback_shows_the_grading_message(graded):
 
 
 def test_grade_table_printed_by_the_cli(tmp_path):
-    """`python -m autograder grade` on the bundled samples prints a table and where feedback is."""
-    out = tmp_path / "out"
+    """`python -m autograder grade` on two of the bundled samples (complete, partial) prints a table and
+    where feedback is. (carol's syntax error and deleted test cell are graded in the fixture above.)"""
+    import shutil
+    out, dirs = tmp_path / "out", tmp_path / "samples"
+    for student in ("alice", "bob"):
+        shutil.copytree(REPO / "autograder" / "samples" / "rope" / student, dirs / student)
     proc = subprocess.run([sys.executable, "-m", "autograder", "grade", "rope", "--submissions",
-                           str(REPO / "autograder" / "samples" / "rope"), "--out", str(out), "--workers", "2",
+                           str(dirs), "--out", str(out), "--workers", "2",
                            "--quiet"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -226,8 +230,7 @@ def test_grade_table_printed_by_the_cli(tmp_path):
     table = {line.split()[0]: line.split()[1:3] for line in lines[header + 1:] if line.strip() and
              not line.startswith(("grades:", "details:", "feedback:", "graded "))}
     assert table["alice"] == [f"{TOTAL:g}", f"{TOTAL:g}"]
-    assert 0 < float(table["bob"][0]) < TOTAL
-    assert float(table["carol"][0]) < TOTAL
+    assert 0 < float(table["bob"][0]) < TOTAL and set(table) == {"alice", "bob"}
     assert "feedback:" in proc.stdout and (out / "grades.csv").exists()
 
 
