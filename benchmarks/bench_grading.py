@@ -27,7 +27,7 @@ from autograder.course import REPO
 from autograder.grade import grade
 from autograder.sandbox import check
 
-from .common import OUT, table
+from .common import OUT, execute, table
 
 N = 8
 
@@ -90,24 +90,6 @@ def _all_loop(release, solution):
     return nb
 
 
-def _plain_seconds(nb, folder: Path) -> float:
-    """nbclient's execution of ``nb`` (what `jupyter nbconvert --execute` runs), kernel start included."""
-    import os
-
-    from nbclient import NotebookClient
-    saved = dict(os.environ)
-    os.environ.update(NBGRADER_EXECUTION="autograde", WANDB_MODE="disabled", MPLBACKEND="Agg",
-                      COURSE_GRADING_RECORD=str(folder / ".grading"))
-    try:
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(folder)}}).execute()
-        return time.perf_counter() - start
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def per_assignment() -> None:
     import os
 
@@ -133,7 +115,8 @@ def per_assignment() -> None:
                 source = nbformat.read(path, as_version=4)
                 work = tmp / name / "plain"
                 work.mkdir(parents=True, exist_ok=True)
-                plain += _plain_seconds(without_skipped(complete, SkipPlan(source)), work)
+                plain += execute(without_skipped(complete, SkipPlan(source)), work, NBGRADER_EXECUTION="autograde",
+                                 WANDB_MODE="disabled", MPLBACKEND="Agg", COURSE_GRADING_RECORD=str(work / ".grading"))
             times = {}
             for label, folder, kw in [("run", dirs["complete"], dict(run_illustrative=True)),
                                       ("skipped", dirs["complete"], {}),

@@ -10,39 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from autograder.course import assignments, source_notebooks
 
-from .common import table
+from .common import execute, table
 
 LIMIT = 60.0
 
 
 def run(nb, folder: Path) -> tuple[float, float, int]:
-    """(seconds for the whole notebook, slowest cell's seconds, its index)."""
-    import datetime as dt
-
-    from nbclient import NotebookClient
-    saved = dict(os.environ)
-    os.environ.pop("NBGRADER_EXECUTION", None)
-    os.environ.update(WANDB_MODE="disabled", MPLBACKEND="Agg")
-    try:
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=True,
-                       resources={"metadata": {"path": str(folder)}}).execute()
-        total = time.perf_counter() - start
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    slowest = (0.0, -1)
-    for i, cell in enumerate(nb.cells):
-        t = cell.get("metadata", {}).get("execution", {})
-        if t.get("iopub.execute_input") and t.get("shell.execute_reply"):
-            parse = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))   # noqa: E731
-            slowest = max(slowest, ((parse(t["shell.execute_reply"]) - parse(t["iopub.execute_input"])).total_seconds(), i))
-    return total, slowest[0], slowest[1]
+    """(seconds for the whole notebook, slowest cell's seconds, its index), default configuration."""
+    from autograder.timings import _seconds
+    total = execute(nb, folder, NBGRADER_EXECUTION=None, WANDB_MODE="disabled", MPLBACKEND="Agg")
+    seconds, index = max(((_seconds(c) or 0.0, i) for i, c in enumerate(nb.cells)), default=(0.0, -1))
+    return total, seconds, index
 
 
 def main() -> None:

@@ -35,3 +35,27 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 
 def threads() -> str:
     return f"{torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
+def execute(nb, folder, **env) -> float:
+    """Run ``nb`` with nbclient (what `jupyter nbconvert --execute` does) from a fresh kernel in ``folder``,
+    with ``env`` set (a value of None unsets it) and per-cell timings recorded; return the seconds, kernel
+    start included."""
+    import os
+    import time
+
+    from nbclient import NotebookClient
+    saved = dict(os.environ)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=1200, kernel_name="python3", allow_errors=True, record_timing=True,
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        return time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
