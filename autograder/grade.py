@@ -236,28 +236,21 @@ def _write_gradebook(results: list[dict], out: Path, assignment: str, template: 
 
 
 def _run_worker(spec: dict, budget: float) -> dict:
+    """Grade one submission in a process of its own (``autograder.worker``), killed with its kernel after
+    ``budget`` seconds. The process is forked from a server that has the worker's imports loaded
+    (``autograder.warm``); where the spec ships its own grader code (``pythonpath``: a cluster task), a
+    fresh interpreter runs that code instead."""
     root = Path(spec["root"])
     spec_path = root.parent / f"{spec['student']}.json"
     spec_path.write_text(json.dumps(spec))
+    env = {**env_for_kernels(), "IPYTHONDIR": str(root / ".ipython"),   # not in HOME
+           **({"PYTHONPATH": spec["pythonpath"]} if spec.get("pythonpath") else {})}
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(spec_path)], cwd=str(root),
-                            env={**env_for_kernels(), "IPYTHONDIR": str(root / ".ipython"),   # not in HOME
-                                 **({"PYTHONPATH": spec["pythonpath"]} if spec.get("pythonpath") else {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)   # its own process group: the kernel dies with it
-    try:
-        output, _ = proc.communicate(timeout=budget)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        timed_out = True
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)   # any kernel left behind
-        except ProcessLookupError:
-            pass
-        _leave_nothing(spec)
+    if spec.get("pythonpath"):
+        output, timed_out = _fresh_worker(spec_path, root, env, budget)
+    else:
+        output, timed_out = _warm_worker(spec_path, root, env, budget)
+    _leave_nothing(spec)
     seconds = time.monotonic() - start
     result_file = root / "result.json"
     result = json.loads(result_file.read_text()) if result_file.exists() and not timed_out else {}
@@ -274,6 +267,45 @@ def _run_worker(spec: dict, budget: float) -> dict:
     return dict(student=spec["student"], rows=rows, root=str(root), log=log, seconds=seconds, run=spec["run"],
                 notebooks=result.get("notebooks", {}), timed_out=timed_out,
                 score=sum(r["score"] for r in rows), max_score=sum(r["max_score"] for r in rows))
+
+
+def _fresh_worker(spec_path: Path, root: Path, env: dict, budget: float) -> tuple[bytes, bool]:
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(spec_path)], cwd=str(root), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)   # its own process group: the kernel dies with it
+    try:
+        output, _ = proc.communicate(timeout=budget)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        timed_out = True
+    finally:
+        _kill_group(proc.pid)                 # any kernel left behind
+    return output, timed_out
+
+
+def _warm_worker(spec_path: Path, root: Path, env: dict, budget: float) -> tuple[bytes, bool]:
+    from . import warm
+    log = root.parent / f"{spec_path.stem}.out"
+    proc = warm.start(str(spec_path), str(root), env, str(log))
+    try:
+        proc.join(budget)
+        timed_out = proc.is_alive()
+    finally:
+        _kill_group(proc.pid)                 # at the budget: the worker and its kernel; else what it left
+        proc.join()
+    output = log.read_bytes() if log.exists() else b""
+    if proc.exitcode and proc.exitcode < 0 and not timed_out:
+        output += f"\nthe grading process was killed by signal {-proc.exitcode}\n".encode()
+    return output, timed_out
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _leave_nothing(spec: dict) -> None:

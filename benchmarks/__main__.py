@@ -6,11 +6,17 @@ import sys
 
 import benchmarks
 
-if os.environ.get("BENCH_THREADS"):          # one thread gives steadier timings on a busy machine
-    import torch
-    torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 
-names = sys.argv[1:] or [m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")]
-for name in names:
-    module = importlib.import_module(f"benchmarks.{name if name.startswith('bench_') else 'bench_' + name}")
-    module.main()
+def main() -> None:
+    if os.environ.get("BENCH_THREADS"):          # one thread gives steadier timings on a busy machine
+        import torch
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+
+    names = sys.argv[1:] or [m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")]
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name if name.startswith('bench_') else 'bench_' + name}")
+        module.main()
+
+
+if __name__ == "__main__":      # importable: grading processes (autograder.warm) import it again
+    main()
