@@ -8,7 +8,9 @@
   python -m autograder schedule
       the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
-      grade DIR/<student>/<notebook>.ipynb; write OUT/grades.csv, OUT/details.csv, OUT/feedback/
+      grade DIR/<student>/<notebook>.ipynb (or a Canvas download, a Gradescope export, nbgrader's
+      submitted/, as a folder or a zip); write OUT/grades.csv, OUT/details.csv, OUT/canvas.csv (Canvas's
+      gradebook import), OUT/feedback/
 
 Bad input ends with a one-line error on stderr and exit status 2.
 """
@@ -51,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
-    g.add_argument("--submissions", required=True, type=Path, help="DIR/<student>/<notebook>.ipynb")
-    g.add_argument("--out", required=True, type=Path, help="where grades.csv, details.csv and feedback/ go")
+    g.add_argument("--submissions", required=True, type=Path,
+                   help="DIR/<student>/<notebook>.ipynb, or as an LMS delivers them, a folder or a zip: a Canvas "
+                        "download (flat files, late ones, resubmissions), a Gradescope export (submission_<id>/ and "
+                        "submission_metadata.yml), nbgrader's submitted/<student>/<assignment>/ (only read)")
+    g.add_argument("--out", required=True, type=Path,
+                   help="where grades.csv, details.csv, canvas.csv (for Canvas's gradebook import) and feedback/ go")
     g.add_argument("--workers", type=int, default=1, help="students graded at the same time (default 1)")
     g.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds per cell (default: Execute.timeout of nbgrader_config.py)")

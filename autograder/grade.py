@@ -1,9 +1,11 @@
-"""Grade a folder of submissions: ``DIR/<student>/<notebook>.ipynb`` (what an LMS download gives).
+"""Grade a folder of submissions: ``DIR/<student>/<notebook>.ipynb``, or an LMS's download of them (a Canvas
+zip, a Gradescope export, nbgrader's ``submitted/``: ``autograder.layouts`` copies them into that layout).
 
 Writes into OUT:
   grades.csv                      student, assignment, score, max_score
   details.csv                     student, notebook, grade_id, score, max_score, status, message
                                   (status: passed / failed / error / timeout / missing)
+  canvas.csv                      the scores in the form of Canvas's gradebook import
   feedback/<student>/<nb>.html    what the student sees: scores, their code, visible tests and the
                                   one-line verdict of the hidden tests (never their source)
   logs/<student>.log              nbgrader's log, for the instructor
@@ -14,6 +16,7 @@ budget and never stops the others. DIR is only read.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
@@ -33,6 +36,8 @@ from tqdm.auto import tqdm
 
 from .course import REPO, UsageError, check_assignment, env_for_kernels, generate, graded_cells, private_tmp
 
+# The column of Canvas's gradebook import that the student ids of each layout fill (autograder.layouts)
+CANVAS_ID = {"canvas": "ID", "gradescope": "SIS User ID", "exchange": "SIS Login ID", "folders": "SIS Login ID"}
 DETAIL_COLUMNS = ["student", "notebook", "grade_id", "score", "max_score", "status", "message"]
 
 
@@ -72,16 +77,41 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
     worker is killed 60 s later if it is still running, and scored from the records it left."""
     check_assignment(assignment, repo)
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
-    if not submissions.is_dir():
-        raise UsageError(f"submissions folder not found: {submissions}")
+    if not submissions.exists():
+        raise UsageError(f"submissions folder not found: {submissions} (a folder or a zip of one)")
     if out == submissions or submissions in out.parents:
         raise UsageError(f"--out must not be inside the submissions folder ({submissions}): it is never written to")
-    students = students_in(submissions)
-    if not students:
-        raise UsageError(f"no student folders in {submissions} (expected DIR/<student>/<notebook>.ipynb)")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     cells = graded_cells(assignment, repo)
+    with contextlib.ExitStack() as stack:
+        layout = _layout(submissions, assignment, cells, stack, quiet)
+        return _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, repo, quiet, sandbox,
+                      memory_mb, max_pids, run_illustrative, test_cell_timeout, time_factor, time_floor, force,
+                      scheduler, cells, submissions)
+
+
+def _layout(submissions: Path, assignment: str, cells, stack: contextlib.ExitStack, quiet: bool):
+    """The submissions in today's layout (``autograder.layouts``: a Canvas or Gradescope download, nbgrader's
+    exchange, as a folder or a zip), copied into a private folder unless they are in it already."""
+    from . import layouts
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+        prefix=f"submissions-{assignment}-", dir=stack.enter_context(private_tmp()))))
+    layout = layouts.normalize(submissions, assignment, sorted({c.notebook for c in cells}), scratch)
+    if not students_in(layout.root):
+        raise UsageError(f"no student folders in {submissions} (expected DIR/<student>/<notebook>.ipynb, "
+                         f"a Canvas or Gradescope download, or nbgrader's submitted/)")
+    if layout.kind != "folders" and not quiet:
+        print(f"submissions: a {layout.kind} download, {len(students_in(layout.root))} students")
+    for note in layout.notes:
+        print(f"  {note}", file=sys.stdout if not quiet else sys.stderr)
+    return layout
+
+
+def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, repo, quiet, sandbox, memory_mb,
+           max_pids, run_illustrative, test_cell_timeout, time_factor, time_floor, force, scheduler, cells, origin):
+    submissions = layout.root
+    students = students_in(submissions)
     if cell_timeout is None:
         from .course import nbgrader_config
         cell_timeout = int(nbgrader_config(Path(tempfile.gettempdir()), repo).Execute.timeout)
@@ -136,7 +166,7 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         if tier == "uid" and not scheduler:     # close the course, submissions and OUT to the kernels' uids
             from .sandbox import python_paths
             from .uid_tier import Run
-            uid_run = Run(protect=[repo, REPO, submissions, out], keep=[Path(p) for p in python_paths()])
+            uid_run = Run(protect=[repo, REPO, origin, submissions, out], keep=[Path(p) for p in python_paths()])
             try:
                 uid_run.open()
             except RuntimeError as e:
@@ -155,7 +185,12 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
         results += [dict(res, cached=True) for res in reused.values()]
         results.sort(key=lambda r: r["student"])
         _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db")
+    for res in results:
+        if res["student"] in layout.late:
+            res["late"] = True
     _write_csvs(results, out, assignment)
+    from .layouts import write_canvas_csv
+    write_canvas_csv(results, out / "canvas.csv", assignment, layout.names, id_column=CANVAS_ID[layout.kind])
     return results
 
 
@@ -369,5 +404,5 @@ def print_table(results: list[dict], out: Path, file=sys.stdout) -> None:
         statuses = sorted({row["status"] for row in r["rows"]} - {"passed"})
         note = ", ".join(f"{s}: {sum(row['status'] == s for row in r['rows'])}" for s in statuses)
         print(f"{r['student']:<{width}}  {r['score']:>6g}  {r['max_score']:>5g}  {note}", file=file)
-    print(f"\ngrades:   {out / 'grades.csv'}\ndetails:  {out / 'details.csv'}\n"
+    print(f"\ngrades:   {out / 'grades.csv'}\ndetails:  {out / 'details.csv'}\ncanvas:   {out / 'canvas.csv'}\n"
           f"feedback: {out / 'feedback'}/<student>/<notebook>.html", file=file)
