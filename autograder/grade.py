@@ -156,6 +156,9 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
     uid_run = None
     with private_tmp() as scratch, tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-", dir=scratch) as tmp:
         tmp = Path(tmp)
+        if not scheduler and students != list(reused):
+            from . import warm
+            warm.prestart()                                    # loads while the template is made
         generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
         from .bundle import strip_course_lib
         from .schedule import cut_for_grading                 # the course_lib a graded kernel imports: its

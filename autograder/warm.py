@@ -20,10 +20,7 @@ import os
 import sys
 import tempfile
 
-# What ``python -m autograder.worker`` imports before it grades anything, heaviest first.
-PRELOAD = ["torch", "nbgrader.apps", "nbgrader.preprocessors", "nbconvert.exporters", "jupyter_client",
-           "course_lib.grading", "autograder.worker", "autograder.preprocessors", "autograder.sandbox",
-           "autograder.static_checks", "autograder.cells", "autograder.warm"]
+PRELOAD = ["autograder.preload"]          # the worker's imports and warm caches (autograder/preload.py)
 
 _context = None
 
@@ -36,6 +33,13 @@ def context():
         ctx.set_forkserver_preload(PRELOAD)
         _context = ctx
     return _context
+
+
+def prestart() -> None:
+    """Start the server now (it loads in the background while the caller prepares the run)."""
+    context()
+    from multiprocessing import forkserver
+    forkserver.ensure_running()
 
 
 def start(spec_path: str, cwd: str, env: dict[str, str], log: str):
