@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The grading sandbox needs bubblewrap (Debian package `bubblewrap`) and, for its uid tier (containers),
-# setfacl (package `acl`): installed here when missing and possible (root with apt-get); otherwise the
+# setfacl (package `acl`), and shellcheck for the review of the Gradescope scripts: installed here when missing and possible (root with apt-get); otherwise the
 # tier that needs them is unavailable and its tests are skipped, loudly.
 sandbox-deps:
 	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	command -v setfacl >/dev/null 2>&1 || missing="$$missing acl"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "Installing$$missing for the grading sandbox..."; \
 		apt-get install -y -qq $$missing >/dev/null 2>&1 || \

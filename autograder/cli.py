@@ -5,6 +5,8 @@
       each test cell of the reference (timings.json), from which grading derives the test cells' limits
   python -m autograder release [ASSIGNMENT] --bundle OUT [--as-of DATE]
       also write what students hold at ASSIGNMENT's release (or at DATE, or now) into OUT
+  python -m autograder gradescope ASSIGNMENT --out DIR [--visibility after_published]
+      write DIR/autograder.zip: a Gradescope autograder (setup.sh, run_autograder, only this assignment)
   python -m autograder schedule
       the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
@@ -50,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "date and time (YYYY-MM-DDTHH:MM), in the schedule's timezone")
 
     sub.add_parser("schedule", help="print the release schedule and the dependencies found in the code")
+
+    gs = sub.add_parser("gradescope", help="write OUT/autograder.zip, a Gradescope autograder for ASSIGNMENT")
+    gs.add_argument("assignment")
+    gs.add_argument("--out", required=True, type=Path, help="the folder autograder.zip is written into")
+    gs.add_argument("--visibility", default="after_published",
+                    choices=["hidden", "after_due_date", "after_published", "visible"],
+                    help="when students see the verdicts and their feedback (default after_published)")
+    gs.add_argument("--submission-timeout", type=float, default=None, metavar="S",
+                    help="grading budget of one submission on Gradescope (default 480 s: under Gradescope's 10 minutes)")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
@@ -127,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                 from .bundle import build_bundle
                 print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo, as_of=as_of)}")
             return 0
+        if args.command == "gradescope":
+            from .gradescope import main as gradescope_main
+            argv_gs = ["build", args.assignment, "--out", str(args.out), "--visibility", args.visibility]
+            if args.submission_timeout is not None:
+                argv_gs += ["--submission-timeout", str(args.submission_timeout)]
+            from .course import check_assignment
+            check_assignment(args.assignment, repo)
+            return gradescope_main(argv_gs)
         if args.command == "schedule":
             from .schedule import print_schedule
             print_schedule(repo)
