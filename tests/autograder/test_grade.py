@@ -169,19 +169,6 @@ def test_unreadable_and_missing_notebooks_are_reported(graded):
     assert "could not be graded" in (out / "feedback" / "invalid_json" / "rope.html").read_text()
 
 
-def _hidden_lines() -> list[str]:
-    nb = nbformat.read(REPO / "solutions" / "rope" / "rope.ipynb", as_version=4)
-    lines, inside = [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if "### BEGIN HIDDEN TESTS" in line:
-                inside = True
-            elif "### END HIDDEN TESTS" in line:
-                inside = False
-            elif inside and len(line.strip()) >= 8:
-                lines.append(line.strip())
-    assert lines
-    return lines
 
 
 def _text(html_path: Path) -> str:
@@ -190,9 +177,9 @@ def _text(html_path: Path) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", raw))
 
 
-def test_feedback_never_shows_hidden_tests(graded):
+def test_feedback_never_shows_hidden_tests(graded, rope_hidden_lines):
     out, _, _, _ = graded
-    hidden = _hidden_lines()
+    hidden = rope_hidden_lines
     for page in sorted((out / "feedback").rglob("*.html")):
         text = _text(page)
         assert "HIDDEN TESTS" not in text, page

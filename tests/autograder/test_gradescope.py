@@ -17,7 +17,6 @@ import zipfile
 from pathlib import Path
 
 import jsonschema
-import nbformat
 import pytest
 
 from autograder import gradescope
@@ -54,20 +53,6 @@ print("snoop:", _seen if _seen else "nothing readable or writable")
 '''
 
 
-def _hidden_lines() -> list[str]:
-    """Every line between ### BEGIN HIDDEN TESTS and ### END HIDDEN TESTS of the solution (8+ characters)."""
-    nb = nbformat.read(REPO / "solutions" / "rope" / "rope.ipynb", as_version=4)
-    lines, inside = [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if "### BEGIN HIDDEN TESTS" in line:
-                inside = True
-            elif "### END HIDDEN TESTS" in line:
-                inside = False
-            elif inside and len(line.strip()) >= 8:
-                lines.append(line.strip())
-    assert lines
-    return lines
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -161,9 +146,9 @@ def test_results_follow_gradescopes_specification(graded, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_results_never_show_hidden_tests(graded, case):
+def test_results_never_show_hidden_tests(graded, case, rope_hidden_lines):
     _, text, _, _, _ = graded[case]
-    shown = [line for line in _hidden_lines() if line in text or json.dumps(line)[1:-1] in text]
+    shown = [line for line in rope_hidden_lines if line in text or json.dumps(line)[1:-1] in text]
     assert not shown, f"{case}: results.json shows hidden-test lines: {shown}"
     assert "HIDDEN TESTS" not in text
 
