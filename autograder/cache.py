@@ -8,6 +8,8 @@ device name), and the options that change a verdict (cell timeout, test-cell lim
 tier, memory and process limits, illustrative cells run or skipped). A submission's key is the hash of
 the bytes of the assignment's notebooks in its folder (names included; a missing notebook counts too).
 
+``OUT/.cache/.built/`` keeps what grading makes from the sources alone (the template gradebook and
+release, by ``course._source_key``; the graded kernels' stripped ``course_lib``, by its sources' hash).
 ``OUT/.cache/<student>/entry.json`` keeps the fingerprint, the key and the worker's result (rows, log,
 seconds); ``OUT/.cache/<student>/feedback/`` the feedback pages. A rerun with the same fingerprint reuses
 every entry whose key matches and grades the rest; ``--force`` (``force=True``) regrades everyone; an
@@ -23,6 +25,7 @@ import shutil
 from pathlib import Path
 
 DIR = ".cache"
+BUILT = ".built"     # OUT/.cache/.built/: the template gradebook and the graded kernels' course_lib, by source hash
 _PY = ("*.py",)
 
 
@@ -115,5 +118,5 @@ def prune(out: Path, students: list[str]) -> None:
     root = Path(out) / DIR
     if root.is_dir():
         for folder in root.iterdir():
-            if folder.is_dir() and folder.name not in students:
+            if folder.is_dir() and folder.name not in students and folder.name != BUILT:
                 shutil.rmtree(folder, ignore_errors=True)

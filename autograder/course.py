@@ -137,10 +137,11 @@ def _source_key(assignment: str, repo: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def _template_cache() -> Path | None:
+def _template_cache(default: Path | None = None) -> Path | None:
     """``COURSE_TEMPLATE_CACHE``: a folder of this user's where generated templates are kept and reused
-    (the test suite sets it: dozens of grading runs of the same assignment); unset: no cache."""
-    folder = os.environ.get("COURSE_TEMPLATE_CACHE")
+    (the test suite sets it: dozens of grading runs of the same assignment); unset: ``default`` (grading
+    passes one inside OUT's cache), else no cache."""
+    folder = os.environ.get("COURSE_TEMPLATE_CACHE") or default
     if not folder:
         return None
     folder = Path(folder)
@@ -154,12 +155,13 @@ def _template_cache() -> Path | None:
     return folder
 
 
-def generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
+def generate(assignment: str, root: Path, repo: Path = REPO, cache: Path | None = None) -> Path:
     """Run nbgrader's generate_assignment in ``root`` (a scratch course root) and return the folder that
     holds the release; ``root/gradebook.db`` then knows the assignment, its notebooks and cells. With
-    ``COURSE_TEMPLATE_CACHE`` set, a template generated from the same sources is copied instead."""
+    ``COURSE_TEMPLATE_CACHE`` set (else ``cache``), a template generated from the same sources is copied
+    instead."""
     root = Path(root)
-    cache = _template_cache()
+    cache = _template_cache(cache)
     key = _source_key(assignment, repo) if cache else ""
     if cache and (cache / key / "done").exists():
         copy_source(assignment, root, repo)

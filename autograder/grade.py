@@ -159,11 +159,12 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
         if not scheduler and students != list(reused):
             from . import warm
             warm.prestart()                                    # loads while the template is made
-        generate(assignment, tmp / "template", repo)          # the gradebook every worker starts from
+        built = out / cache.DIR / cache.BUILT                  # made from the sources, reused while they stay
+        generate(assignment, tmp / "template", repo, cache=built)   # the gradebook every worker starts from
         from .bundle import strip_course_lib
         from .schedule import cut_for_grading                 # the course_lib a graded kernel imports: its
         cut = cut_for_grading(assignment, repo)               # students' own, cut at its release
-        strip_course_lib(tmp / "bundle", list(cut.stripped), repo)
+        strip_course_lib(tmp / "bundle", list(cut.stripped), repo, cache=built)
         if not quiet:
             print(f"course_lib of the graded kernels: exercises of {', '.join(cut.stripped)} removed")
         if tier == "uid" and not scheduler:     # close the course, submissions and OUT to the kernels' uids

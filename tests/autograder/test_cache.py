@@ -3,6 +3,7 @@ the others' rows, feedback and gradebook entries; --force regrades everyone; any
 depends on (solutions, course_lib, options) invalidates every entry."""
 import csv
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,25 @@ def test_a_generated_template_is_reused_only_for_the_same_sources(course, tmp_pa
     path.write_text(path.read_text().replace("RoPE", "RoPE ", 1))
     generate("rope", tmp_path / "c", course)
     assert len(list((tmp_path / "templates").iterdir())) == 2              # a new source, a new template
+
+
+def test_the_graded_kernels_course_lib_is_reused_only_for_the_same_sources(course, tmp_path):
+    from autograder.bundle import strip_course_lib
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*.py"))}
+
+    fresh = files(strip_course_lib(tmp_path / "fresh", ["rope"], course))            # no cache: the oracle
+    built = tmp_path / "built"
+    assert files(strip_course_lib(tmp_path / "a", ["rope"], course, cache=built)) == fresh
+    kept = sorted(p.name for p in built.iterdir())
+    assert files(strip_course_lib(tmp_path / "b", ["rope"], course, cache=built)) == fresh   # from the cache
+    assert sorted(p.name for p in built.iterdir()) == kept and len(kept) == 1
+    assert "NotImplementedError" in (tmp_path / "b" / "course_lib" / "attention" / "rope.py").read_text()
+    other = files(strip_course_lib(tmp_path / "c", ["rope", "gqa"], course, cache=built))   # another cut
+    assert other != fresh and other == files(strip_course_lib(tmp_path / "d", ["rope", "gqa"], course))
+    path = course / "course_lib" / "attention" / "rope.py"
+    path.write_text(path.read_text() + "\n# changed\n")                                   # a changed source
+    changed = files(strip_course_lib(tmp_path / "e", ["rope"], course, cache=built))
+    assert changed[Path("attention/rope.py")].endswith(b"# changed\n")
+    assert len(list(built.iterdir())) == 1                                                # one copy kept
