@@ -36,7 +36,7 @@ c.Autograde.autograde_preprocessors = [
 # Feedback never shows hidden tests: neither their source nor the traceback lines around a failure
 # (nbgrader #917, #1363). See autograder/preprocessors.py.
 c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
+    "autograder.preprocessors.PendingManualGrades",   # nbgrader's GetGrades + "awaits a grader" (not "Score: 0.0")
     "autograder.preprocessors.SanitizeHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

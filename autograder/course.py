@@ -77,8 +77,8 @@ def graded_cells(assignment: str, repo: Path = REPO) -> list[GradedCell]:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             meta = cell.metadata.get("nbgrader", {})
-            if meta.get("grade"):
-                kind = "manual" if meta.get("solution") or cell.cell_type != "code" else "test"
+            if meta.get("grade") or meta.get("task"):     # a task cell is graded by hand, like an answer
+                kind = "manual" if meta.get("solution") or meta.get("task") or cell.cell_type != "code" else "test"
                 checked = tuple(_CHECK.findall(cell.source)) if kind == "test" else ()
                 cells.append(GradedCell(path.stem, meta["grade_id"], float(meta.get("points", 0)), kind, checked))
     return cells

@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .course import REPO, UsageError, check_assignment, env_for_kernels, generate, graded_cells, private_tmp
+from .worker import NEEDS_MANUAL
 
 # The column of Canvas's gradebook import that the student ids of each layout fill (autograder.layouts)
 CANVAS_ID = {"canvas": "ID", "gradescope": "SIS User ID", "exchange": "SIS Login ID", "folders": "SIS Login ID"}
@@ -194,7 +195,12 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
             res["late"] = True
     _write_csvs(results, out, assignment)
     from .layouts import write_canvas_csv
-    write_canvas_csv(results, out / "canvas.csv", assignment, layout.names, id_column=CANVAS_ID[layout.kind])
+    write_canvas_csv([r if is_final(r) else dict(r, score=None) for r in results],   # no partial total
+                     out / "canvas.csv", assignment, layout.names, id_column=CANVAS_ID[layout.kind])
+    pending = [r["student"] for r in results if not is_final(r)]
+    if pending and not quiet:
+        print(f"{len(pending)} of {len(results)} totals are not final: answers graded by hand await a grader "
+              f"(grades.csv's final column; canvas.csv leaves them empty)")
     return results
 
 
@@ -270,7 +276,10 @@ def _write_gradebook(results: list[dict], out: Path, assignment: str, template: 
                     g = gb.find_grade(row["grade_id"], row["notebook"], assignment, r["student"])
                 except MissingEntry:
                     continue
-                g.auto_score, g.needs_manual_grade = row["score"], False
+                if row["status"] == NEEDS_MANUAL:          # nbgrader's way: no score until a person gives one
+                    g.auto_score, g.needs_manual_grade = None, True
+                else:
+                    g.auto_score, g.needs_manual_grade = row["score"], False
         gb.db.commit()
 
 
@@ -389,16 +398,23 @@ def _collect(res: dict, out: Path, assignment: str) -> None:
 def _write_csvs(results: list[dict], out: Path, assignment: str) -> None:
     with open(out / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["student", "assignment", "score", "max_score"])
+        w.writerow(["student", "assignment", "score", "max_score", "final"])   # final: no cell awaits a person
         for r in results:
-            w.writerow([r["student"], assignment, f"{r['score']:g}", f"{r['max_score']:g}"])
+            w.writerow([r["student"], assignment, f"{r['score']:g}", f"{r['max_score']:g}",
+                        "yes" if is_final(r) else "no"])
     with open(out / "details.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=DETAIL_COLUMNS)
         w.writeheader()
         for r in results:
             for row in r["rows"]:
                 w.writerow({**{k: row[k] for k in DETAIL_COLUMNS[1:]}, "student": r["student"],
-                            "score": f"{row['score']:g}", "max_score": f"{row['max_score']:g}"})
+                            "score": "" if row["status"] == NEEDS_MANUAL else f"{row['score']:g}",
+                            "max_score": f"{row['max_score']:g}"})
+
+
+def is_final(result: dict) -> bool:
+    """True when no cell of the result awaits a manual grade (its score is the grade)."""
+    return not any(row["status"] == NEEDS_MANUAL for row in result["rows"])
 
 
 def print_table(results: list[dict], out: Path, file=sys.stdout) -> None:

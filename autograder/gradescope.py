@@ -172,9 +172,14 @@ def _toml(path: Path) -> dict:
     return tomllib.loads(path.read_text())
 
 
+NOT_FOR_GRADING = ("playwright",)
+
+
 def requirements(repo: Path = REPO) -> str:
-    """``requirements.txt``: the exact pins of ``pyproject.toml``'s ``[project] dependencies``."""
-    deps = _toml(Path(repo) / "pyproject.toml")["project"]["dependencies"]
+    """``requirements.txt``: the exact pins of ``pyproject.toml``'s ``[project] dependencies`` (but the
+    browser driver of the course's own tests, which grading never uses: 50 MB less in the image)."""
+    deps = [d for d in _toml(Path(repo) / "pyproject.toml")["project"]["dependencies"]
+            if not d.startswith(NOT_FOR_GRADING)]
     return ("# The course's pinned packages, from pyproject.toml (python -m autograder.gradescope build).\n"
             f"# setup.sh installs them with --extra-index-url {TORCH_INDEX} (torch's CPU wheel).\n"
             + "".join(f"{d}\n" for d in deps))
@@ -478,7 +483,7 @@ def _grade(root: Path, start: float) -> dict:
         tests = [_receipt(n, False, why) for n in expected]
         tests += [dict(_cell_test(dict(notebook=c.notebook, grade_id=c.grade_id, score=0.0, max_score=c.max_score,
                                        status="missing", message="notebook not submitted"), c), visibility=visibility)
-                  for c in cells]
+                  for c in cells if c.kind != "manual"]
         return _result(0.0, why, tests, start, visibility)
 
     from .grade import grade
@@ -494,7 +499,9 @@ def _grade(root: Path, start: float) -> dict:
                         sandbox=os.environ.get("GRADESCOPE_SANDBOX") or "auto",
                         submission_timeout=float(config.get("submission_timeout", SUBMISSION_TIMEOUT)))
         res = next(r for r in results if r["student"] == student)
-        rows = res["rows"]
+        # written answers are Gradescope's manual questions, graded there by a person: not the autograder's
+        rows = [r for r in res["rows"] if getattr(cells_by_id.get((r["notebook"], r["grade_id"])), "kind", "") != "manual"]
+        res = dict(res, max_score=sum(r["max_score"] for r in rows))
         print(f"gradescope: graded in {res.get('seconds', 0):.1f} s: {res['score']:g} / {res['max_score']:g}")
         for r in rows:
             print(f"  {r['notebook']} {r['grade_id']}: {r['score']:g}/{r['max_score']:g} {r['status']} {r['message']}")

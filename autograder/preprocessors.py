@@ -7,6 +7,9 @@ the feedback, and only errors decide the score.
 
 ``SanitizeHiddenTests`` (feedback): feedback that never shows hidden tests.
 
+``PendingManualGrades`` (feedback, in place of nbgrader's GetGrades): says under an answer that awaits a
+grader that it does.
+
 nbgrader 0.9.6's feedback keeps the hidden tests in the source of test cells (its GenerateFeedback runs
 no ClearHiddenTests; nbgrader #917) and, even when they are cleared, the traceback of a failing test
 prints the lines around the failure, hidden ones included (#1363). ``SanitizeHiddenTests`` runs in
@@ -27,6 +30,7 @@ from nbconvert.exporters import HTMLExporter, TemplateExporter
 from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import GetGrades
 from traitlets import Bool, Unicode
 
 BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -119,6 +123,35 @@ class StderrAsStdout(Preprocessor):
         return cell, resources
 
 
+PENDING_NOTE = ("**Graded by hand.** This answer awaits a grader: its points are not in the score yet "
+                "(the 0 above is not a grade).")
+
+
+class PendingManualGrades(GetGrades):
+    """nbgrader's GetGrades (feedback), and under each cell a person grades that still needs its manual
+    grade, a note that says so: nbgrader's feedback template prints a missing score as 0 ("Score: 0.0 /
+    2.0"), which reads as a grade (nbgrader meant feedback to be made after manual grading)."""
+
+    def _get_score(self, cell, resources):
+        super()._get_score(cell, resources)
+        grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
+                                          self.assignment_id, self.student_id)
+        if grade.needs_manual_grade and grade.manual_score is None:
+            self._pending.add(id(cell))
+
+    def preprocess(self, nb, resources):
+        from nbformat.v4 import new_markdown_cell
+        self._pending = set()
+        nb, resources = super().preprocess(nb, resources)
+        cells = []
+        for cell in nb.cells:
+            cells.append(cell)
+            if id(cell) in self._pending:
+                cells.append(new_markdown_cell(PENDING_NOTE))
+        nb.cells = cells
+        return nb, resources
+
+
 # ---------------------------------------------------------------------------------------------- exporter
 _IMG = re.compile(r"<img\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.I)   # a start tag, quoted values may hold '>'
 _HAS_ALT = re.compile(r"\salt\s*=", re.I)
@@ -140,10 +173,20 @@ class FeedbackExporter(HTMLExporter):
     """nbconvert's HTMLExporter, its page as it is, without the BeautifulSoup pass over it: nbconvert 7.17
     parses and reprints every page to give images an alternative text and JupyterLab-template cells a
     ``tabindex``, 2.4 s of a 4 s feedback page here. Feedback pages use the classic template, which has no
-    such cells; the images' alternative text is added by ``_with_alt``. (GenerateFeedback.exporter_class in
+    such cells; the images' alternative text is added by ``_with_alt``. Its equations are MathML
+    (``autograder.mathml``; ``offline_math``), not MathJax from a CDN. (GenerateFeedback.exporter_class in
     nbgrader_config.py.)"""
 
+    offline_math = Bool(True, help="equations as MathML (autograder.mathml) instead of MathJax from a CDN: "
+                                   "the page renders them without internet").tag(config=True)
+
     def from_notebook_node(self, nb, resources=None, **kw):
+        if self.offline_math:
+            import copy
+
+            from .mathml import notebook_to_mathml
+            nb = copy.deepcopy(nb)
+            notebook_to_mathml(nb)
         langinfo = nb.metadata.get("language_info", {})
         lexer = langinfo.get("pygments_lexer", langinfo.get("name", None))
         self.register_filter("highlight_code", self.filters.get(
@@ -152,4 +195,7 @@ class FeedbackExporter(HTMLExporter):
         self.register_filter("filter_data_type", WidgetsDataTypeFilter(
             notebook_metadata=self._nb_metadata, parent=self, resources=resources))
         html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+        if self.offline_math:
+            from .mathml import without_mathjax
+            html = without_mathjax(html)
         return _with_alt(html), resources

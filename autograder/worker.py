@@ -36,6 +36,7 @@ from .course import GradedCell, REPO, copy_source, nbgrader_api, nbgrader_config
 
 TIMEOUT_ERRORS = {"CellTimeoutError", "KeyboardInterrupt", "TimeoutError", "SubmissionStopped"}
 STOPPED_ERRORS = {"SubmissionStopped", "KernelDied"}     # the evalue says it all
+NEEDS_MANUAL = "needs manual grade"     # the status of a cell a person grades (nbgrader's needs_manual_grade)
 RECORDS = ".grading"
 
 
@@ -188,9 +189,12 @@ def _own_copy(path: Path, spec: dict, max_bytes: int = 256 * 2**20) -> Path:
     return copy
 
 
-def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[str, str], float]) -> list[dict]:
-    """One row per graded cell: score, status, message."""
+def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[str, str], float],
+          manual: dict[tuple[str, str], bool] | None = None) -> list[dict]:
+    """One row per graded cell: score, status, message. ``manual``: nbgrader's needs_manual_grade of the
+    cells a person grades (False: nbgrader scored it itself, an answer left as released)."""
     found = verdicts(spec)
+    manual = manual or {}
     rows = []
     for c in (GradedCell(**c) for c in spec["cells"]):
         row = dict(notebook=c.notebook, grade_id=c.grade_id, score=0.0, max_score=c.max_score, status="error",
@@ -218,6 +222,16 @@ def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[
                     if status == "passed":
                         status, msg = "error", "the hidden tests did not run (no record of them)"
                     row.update(status=status, message=msg)
+        elif c.kind == "manual":       # nbgrader's own verdict: a person grades it, unless left as released
+            if cell is None:
+                row.update(status="timeout" if spec.get("timed_out") else "error",
+                           message="grading stopped before this cell" if spec.get("timed_out")
+                           else "the answer cell is not in the graded notebook")
+            elif manual.get((c.notebook, c.grade_id), True):
+                row.update(status=NEEDS_MANUAL, message="graded by hand: no score until a grader gives one")
+            else:
+                row.update(score=float(nbgrader_scores.get((c.notebook, c.grade_id), 0.0)), status="missing",
+                           message="not answered: the cell is as released (nbgrader scores it 0)")
         elif cell is not None:
             status, msg = cell_status(cell)
             row.update(score=float(nbgrader_scores.get((c.notebook, c.grade_id), 0.0)), status=status, message=msg)
@@ -298,6 +312,7 @@ def grade(spec: dict) -> dict:
 
     graded: dict[str, object] = {}
     scores: dict[tuple[str, str], float] = {}
+    manual: dict[tuple[str, str], bool] = {}
     if readable:
         # 3. nbgrader autograde, the kernel sandboxed and time-bounded
         # short: Unix socket paths are limited (and, in the uid tier, inside the kernel's own folder)
@@ -338,10 +353,10 @@ def grade(spec: dict) -> dict:
                 graded[name] = nbformat.read(path, as_version=4)
             else:
                 spec.setdefault("failed", {})[name] = "nbgrader could not grade this notebook (see the log)"
-        scores = _nbgrader_scores(root, assignment, student, readable)
+        scores, manual = _nbgrader_scores(root, assignment, student, readable)
 
     # 4. scores from the records, verified here
-    rows = score(spec, graded, scores)
+    rows = score(spec, graded, scores, manual)
     result["rows"] = rows
 
     # 5. gradebook, verdicts under their cells, feedback
@@ -358,18 +373,21 @@ def grade(spec: dict) -> dict:
     return result
 
 
-def _nbgrader_scores(root: Path, assignment: str, student: str, names: list[str]) -> dict[tuple[str, str], float]:
+def _nbgrader_scores(root: Path, assignment: str, student: str,
+                     names: list[str]) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], bool]]:
+    """nbgrader's scores and needs_manual_grade flags after its autograde: {(notebook, grade id): ...}."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    out = {}
+    scores, manual = {}, {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         for name in names:
             try:
                 sub = gb.find_submission_notebook(name, assignment, student)
             except MissingEntry:
                 continue
-            out.update({(name, g.name): float(g.score or 0.0) for g in sub.grades})
-    return out
+            scores.update({(name, g.name): float(g.score or 0.0) for g in sub.grades})
+            manual.update({(name, g.name): bool(g.needs_manual_grade) for g in sub.grades})
+    return scores, manual
 
 
 def _write_scores(root: Path, assignment: str, student: str, rows: list[dict]) -> None:
@@ -377,6 +395,8 @@ def _write_scores(root: Path, assignment: str, student: str, rows: list[dict]) -
 
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         for row in rows:
+            if row["status"] == NEEDS_MANUAL:                  # left as nbgrader made it, for a person
+                continue
             try:
                 g = gb.find_grade(row["grade_id"], row["notebook"], assignment, student)
             except MissingEntry:

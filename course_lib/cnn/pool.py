@@ -25,7 +25,9 @@ distribution" (stride 2 in the example): ``avg_pool2d_as_conv`` is literally ``c
 α_{m,n} = 1/(K_h K_w), applied to each channel separately, and equals ``F.avg_pool2d`` (zero padding
 counts in the average, PyTorch's default ``count_include_pad=True``).
 
-Padding for max-pooling is with −∞ (never the max), at most half the window, as in PyTorch.
+Padding for max-pooling is with −∞, at most half the window, as in PyTorch, and padding is never the
+arg-max: a window whose real entries are all −∞ has the value −∞ and its *first in-bounds* entry (row-major)
+as arg-max, as PyTorch's kernels do. So every index points into the input and no gradient is lost.
 
 Inputs are (..., H, W): (H, W) one image, (C, H, W), or (N, C, H, W); outputs keep the leading dimensions.
 Two implementations of max-pooling, which agree: plain loops (``max_pool2d_loop``,
@@ -110,18 +112,19 @@ def max_pool2d_backward_loop(dy: Tensor, x: Tensor, kernel_size: "int | tuple[in
     """
     (K_h, K_w), (s_h, s_w), (p_h, p_w), (H_out, W_out) = _check_pool(x, kernel_size, stride, padding)
     _check_pool_dy(dy, x, (H_out, W_out))
-    xp = pad2d(_planes(x), (p_h, p_w), float("-inf"))                      # (B, H_p, W_p)
+    planes = _planes(x)                                                    # (B, H, W)
     g = dy.reshape(-1, H_out, W_out)                                       # (B, H_out, W_out)
-    dxp = torch.zeros_like(xp)
-    for b in range(xp.shape[0]):
+    dx = torch.zeros_like(planes)
+    for b in range(planes.shape[0]):
         for h in range(H_out):
             for w in range(W_out):
-                window = xp[b, s_h * h:s_h * h + K_h, s_w * w:s_w * w + K_w]
+                top, left = s_h * h - p_h, s_w * w - p_w   # the window's corner in x (< 0 in the padding)
+                r0, c0 = max(top, 0), max(left, 0)         # only the real entries: padding is never the arg-max
+                window = planes[b, r0:top + K_h, c0:left + K_w]
                 k = int(window.reshape(-1).argmax())       # torch.argmax returns the first maximal index
-                m, n = divmod(k, K_w)                      # row-major position of the arg-max in the window
-                dxp[b, s_h * h + m, s_w * w + n] += g[b, h, w]
-    H, W = x.shape[-2:]
-    return dxp[:, p_h:p_h + H, p_w:p_w + W].reshape(x.shape)
+                m, n = divmod(k, window.shape[1])          # row-major position of the arg-max in that window
+                dx[b, r0 + m, c0 + n] += g[b, h, w]
+    return dx.reshape(x.shape)
 
 
 def _check_pool_dy(dy: Tensor, x: Tensor, size: tuple[int, int]) -> None:
@@ -156,25 +159,31 @@ def max_pool2d(x: Tensor, kernel_size: "int | tuple[int, int]", stride: "int | t
     """
     (K_h, K_w), (s_h, s_w), (p_h, p_w), (H_out, W_out) = _check_pool(x, kernel_size, stride, padding)
     xp = pad2d(x, (p_h, p_w), float("-inf")) if p_h or p_w else x         # (..., H_p, W_p)
-    W = x.shape[-1]
-    y = index = None
+    H, W = x.shape[-2:]
+    top = torch.arange(H_out, device=x.device)[:, None] * s_h - p_h        # input row of each window's corner
+    left = torch.arange(W_out, device=x.device)[None, :] * s_w - p_w       # input column
+    y = index = found = None
     for k, (rows, cols) in enumerate(_window_views(xp, K_h, K_w, s_h, s_w, H_out, W_out)):
         view = xp[..., rows, cols]                                         # x_{s h'+m, s w'+n}  (..., H_out, W_out)
+        if not return_indices:
+            y = view.clone() if y is None else torch.maximum(y, view)      # maximum propagates NaN; −∞ padding
+            continue                                                       # never changes a maximum
+        m, n = divmod(k, K_w)                                              # window position k = m·K_w + n
+        real = (top + m >= 0) & (top + m < H) & (left + n >= 0) & (left + n < W)   # (H_out, W_out): not padding
         if y is None:
             y = view.clone()
-            if return_indices:
-                index = torch.zeros(y.shape, dtype=torch.int64, device=x.device)
+            index = torch.zeros(y.shape, dtype=torch.int64, device=x.device)
+            found = real                                                   # window has a real entry so far
             continue
-        if not return_indices:
-            y = torch.maximum(y, view)                                     # maximum propagates NaN
-            continue
-        better = (view > y) | (view.isnan() & ~y.isnan())                 # strictly larger: ties keep the first
+        # padding never wins; the first real entry does (even −∞); then strictly larger: ties keep the first
+        better = real & (~found | (view > y) | (view.isnan() & ~y.isnan()))
         y = torch.where(better, view, y)
-        index = torch.where(better, torch.full_like(index, k), index)      # window position k = m·K_w + n
+        index = torch.where(better, torch.full_like(index, k), index)
+        found = found | real
     if not return_indices:
         return y
-    i = torch.arange(H_out, device=x.device)[:, None] * s_h - p_h + index // K_w    # input row of the arg-max
-    j = torch.arange(W_out, device=x.device)[None, :] * s_w - p_w + index % K_w     # input column
+    i = top + index // K_w                                                 # input row of the arg-max
+    j = left + index % K_w                                                 # input column
     return y, i * W + j
 
 

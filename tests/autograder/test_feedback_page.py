@@ -54,9 +54,44 @@ def test_same_page_as_nbconvert_html_exporter(tmp_path):
     def resources():        # what nbgrader's GetGrades leaves for the template
         return {"nbgrader": {"notebook": "hw", "score": 3.0, "max_score": 5.0, "late_penalty": 0.0}}
     nb = _notebook()
-    ours, _ = FeedbackExporter(config=config).from_notebook_node(copy.deepcopy(nb), resources())
+    ours, _ = FeedbackExporter(config=config, offline_math=False).from_notebook_node(copy.deepcopy(nb), resources())
     theirs, _ = HTMLExporter(config=config).from_notebook_node(copy.deepcopy(nb), resources())
     assert "feedback" in config.HTMLExporter.template_name
     assert str(BeautifulSoup(ours, features="html.parser")) == theirs
     alts = [img.get("alt") for img in BeautifulSoup(ours, features="html.parser").find_all("img")]
     assert sorted(alts) == sorted(["a figure", NO_ALT, "mine"])     # markdown's, the placeholder, the output's
+
+
+def test_equations_are_mathml_and_no_script_loads_mathjax(tmp_path):
+    """The page's TeX becomes the MathML that latex2mathml (the oracle) makes of it; code keeps its dollars;
+    nothing is fetched from a CDN."""
+    from latex2mathml.converter import convert
+    config = _config(tmp_path)
+    nb = _notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        "Rotation $\\mathbf{R}_{\\Theta,m}$, escaped \\$5, `code $y$` and\n\n$$\n\\sum_{i=1}^{n} i^2\n$$"))
+    nb.cells.append(nbformat.v4.new_code_cell("show()", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/markdown": "| a | $\\theta_i$ |\n| --- | --- |", "text/plain": "md"})]))
+    page, _ = FeedbackExporter(config=config).from_notebook_node(nb, {"nbgrader": {
+        "notebook": "hw", "score": 3.0, "max_score": 5.0, "late_penalty": 0.0}})
+    soup = BeautifulSoup(page, features="html.parser")
+    maths = [str(m) for m in soup.find_all("math")]
+    for tex, display in ((r"\mathbf{R}_{\Theta,m}", "inline"), ("x^2", "inline"), (r"\sum_{i=1}^{n} i^2", "block"),
+                         (r"\theta_i", "inline")):
+        expected = str(BeautifulSoup(convert(tex, display=display), features="html.parser").find("math"))
+        assert expected in maths, f"{tex}: not on the page as latex2mathml writes it"
+    assert "cdnjs" not in page and "MathJax" not in page
+    text = soup.get_text()
+    assert "$y$" in text and "$5" in text                   # code and an escaped dollar stay as written
+    assert "\\mathbf" not in text and "\\sum" not in text    # no raw TeX left to read
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "solutions").glob("*/*.ipynb")), ids=lambda p: p.stem)
+def test_every_equation_of_the_course_converts(path):
+    from autograder.mathml import notebook_to_mathml
+    nb = nbformat.read(path, as_version=4)
+    failed = notebook_to_mathml(nb)
+    assert not failed, f"{path.name}: latex2mathml cannot convert {failed[:3]}"
+    left = [c.source for c in nb.cells if c.cell_type == "markdown" and ("$" in c.source.replace("\\$", "")
+                                                                      .split("`")[0])]
+    assert not left, f"{path.name}: TeX left in {left[0][:120]!r}"

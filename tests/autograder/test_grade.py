@@ -81,7 +81,7 @@ def graded(tmp_path_factory):
 def test_output_files_and_columns(graded):
     out, rows, grades, _ = graded
     with open(out / "grades.csv") as f:
-        assert next(csv.reader(f)) == ["student", "assignment", "score", "max_score"]
+        assert next(csv.reader(f)) == ["student", "assignment", "score", "max_score", "final"]
     with open(out / "details.csv") as f:
         assert next(csv.reader(f))[:6] == ["student", "notebook", "grade_id", "score", "max_score", "status"]
     assert set(grades) == set(rows) == {"complete", "blank", "infinite_loop", "all_loop", "deleted_test", "syntax_error",

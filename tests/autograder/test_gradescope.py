@@ -262,7 +262,10 @@ def test_zip_holds_only_what_grading_this_assignment_needs(built, tmp_path):
     except ImportError:                                       # Python 3.10
         import tomli as tomllib
     pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert [line for line in reqs.splitlines() if line and not line.startswith("#")] == pins
+    # every pin but the browser driver of the course's own tests (grading never starts a browser)
+    assert [line for line in reqs.splitlines() if line and not line.startswith("#")] == [
+        p for p in pins if not p.startswith("playwright")]
+    assert any(p.startswith("playwright") for p in pins)
     for name in ("setup.sh", "run_autograder"):
         assert (infos[name].external_attr >> 16) & 0o777 == 0o755, name
     assert all(i.date_time == gradescope.ZIP_TIME for i in infos.values())

@@ -99,7 +99,10 @@ def test_the_latest_resubmission_is_graded_and_canvas_csv_has_the_ids(graded):
 
 def test_a_gradescope_export_and_the_exchange_grade_like_folders(graded):
     oracle = _scores(graded["runs"]["folders"])
-    assert _scores(graded["runs"]["gradescope"]) == {"a-1": oracle["alice"], "b-2": oracle["bob"]}
+    gradescope = graded["runs"]["gradescope"]
+    assert _scores(gradescope) == {"a-1": oracle["alice"], "b-2": oracle["bob"]}, [   # what went wrong, if anything
+        (r["student"], [(x["grade_id"], x["status"], x["message"]) for x in r["rows"]], r["log"][-3000:])
+        for r in gradescope]
     assert _scores(graded["runs"]["exchange"]) == {"alice": oracle["alice"], "carol": oracle["carol"]}
     with open(graded["tmp"] / "out-gradescope" / "canvas.csv", newline="") as f:
         rows = list(csv.DictReader(f))

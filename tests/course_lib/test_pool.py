@@ -207,6 +207,136 @@ def test_gradcheck_float64_away_from_ties(forward, backward, K, stride, padding)
 
 
 # =========================================================================================================
+# −∞ inputs next to the padding: padding is never the arg-max (the first in-bounds entry, as PyTorch's kernel)
+# =========================================================================================================
+NEG_INF = float("-inf")
+
+
+def _hw(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def integer_dy(seed: int, *shape: int, dtype: torch.dtype) -> torch.Tensor:
+    """Small integers: sums are exact in float32 and float64, so gradients can be compared exactly."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-4, 5, shape, generator=g).to(dtype)
+
+
+def place_neg_inf(x: torch.Tensor, K, stride, padding, seed: int, kinds) -> torch.Tensor:
+    """A copy of x (N, C, H, W) with −∞ put in: "scattered" entries, "windows" (every real entry of a few
+    windows), "image" (one whole (n, c) plane), "all" (everything)."""
+    (K_h, K_w), (p_h, p_w) = _hw(K), _hw(padding)
+    s_h, s_w = _hw(K if stride is None else stride)
+    g = torch.Generator().manual_seed(seed)
+    x = x.clone()
+    N, C, H, W = x.shape
+    H_out, W_out = pool_output_size(H, K_h, s_h, p_h), pool_output_size(W, K_w, s_w, p_w)
+    pick = lambda n: int(torch.randint(0, n, (1,), generator=g))
+    if "scattered" in kinds:
+        x[torch.rand(x.shape, generator=g) < [0.2, 0.5, 0.9][pick(3)]] = NEG_INF
+    if "windows" in kinds:
+        for _ in range(1 + pick(3)):
+            top, left = s_h * pick(H_out) - p_h, s_w * pick(W_out) - p_w
+            x[pick(N), pick(C), max(top, 0):top + K_h, max(left, 0):left + K_w] = NEG_INF
+    if "image" in kinds:
+        x[pick(N), pick(C)] = NEG_INF
+    if "all" in kinds:
+        x[:] = NEG_INF
+    return x
+
+
+@st.composite
+def pool_problems_with_neg_inf(draw):
+    """pool_problems (ties included, float32 and float64) with −∞ placed in the input."""
+    x, K, stride, padding = draw(pool_problems(max_size=7))
+    kinds = draw(st.one_of(st.sets(st.sampled_from(["scattered", "windows", "image"]), min_size=1),
+                           st.just({"all"})))
+    return place_neg_inf(x, K, stride, padding, draw(st.integers(0, 2**31 - 1)), kinds), K, stride, padding
+
+
+def assert_pool_matches_torch(x, K, stride, padding, forwards=(max_pool2d, max_pool2d_loop),
+                              backwards=(max_pool2d_backward, max_pool2d_backward_loop)):
+    """Values, indices (exactly) and both backward passes (exactly, integer dy) against PyTorch."""
+    y_t, idx_t = F.max_pool2d(x, K, stride, padding, return_indices=True)
+    y, idx = max_pool2d(x, K, stride, padding, return_indices=True)
+    torch.testing.assert_close(y, y_t, atol=0, rtol=0)
+    assert idx.dtype == torch.int64 and torch.equal(idx, idx_t), (idx, idx_t)
+    assert 0 <= int(idx.min()) and int(idx.max()) < x.shape[-2] * x.shape[-1]       # never in the padding
+    for forward in forwards:
+        torch.testing.assert_close(forward(x, K, stride, padding), y_t, atol=0, rtol=0)
+    dy = integer_dy(12, *y_t.shape, dtype=x.dtype)
+    expected = torch_max_pool_grad(dy, x, K, stride, padding)
+    for backward in backwards:
+        dx = backward(dy, x, K, stride, padding)
+        torch.testing.assert_close(dx, expected, atol=0, rtol=0)
+        assert dx.sum() == dy.sum()                                                 # no gradient lost in padding
+    torch.testing.assert_close(max_pool2d_backward(dy, x, K, stride, padding, indices=idx), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neg_inf_beside_padding_2x2_kernel_2_stride_1_padding_1(dtype):
+    """The reported case: the corner window (-inf and three padding cells) must pick the real -inf (index 2)."""
+    x = torch.tensor([[[[1.0, 2.0], [NEG_INF, 3.0]]]], dtype=dtype)
+    _, idx = max_pool2d(x, 2, 1, 1, return_indices=True)
+    assert idx.tolist() == [[[[0, 1, 1], [0, 3, 3], [2, 3, 3]]]]
+    assert_pool_matches_torch(x, 2, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neg_inf_4x4_but_bottom_right_kernel_3_stride_2_padding_1(dtype):
+    """The reported case: windows of −∞ and padding only; the backward used to raise 'index -5 is out of bounds'."""
+    x = torch.full((1, 1, 4, 4), NEG_INF, dtype=dtype)
+    x[0, 0, 2:, 2:] = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=dtype)
+    _, idx = max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert idx.tolist() == [[[[0, 1], [4, 15]]]]                          # first in-bounds entry of each window
+    assert_pool_matches_torch(x, 3, 2, 1)
+
+
+@pytest.mark.parametrize("fn", FORWARDS)
+@given(problem=pool_problems_with_neg_inf())
+def test_max_pool_with_neg_inf_matches_F_max_pool2d(fn, problem):
+    x, K, stride, padding = problem
+    torch.testing.assert_close(fn(x, K, stride, padding), F.max_pool2d(x, K, stride, padding), atol=0, rtol=0)
+
+
+@given(problem=pool_problems_with_neg_inf())
+def test_indices_with_neg_inf_match_F_max_pool2d_return_indices(problem):
+    x, K, stride, padding = problem
+    assert_pool_matches_torch(x, K, stride, padding, forwards=(), backwards=())
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+@given(problem=pool_problems_with_neg_inf())
+def test_backward_with_neg_inf_matches_autograd_through_F_max_pool2d(backward, problem):
+    x, K, stride, padding = problem
+    dy = integer_dy(13, *F.max_pool2d(x, K, stride, padding).shape, dtype=x.dtype)
+    dx = backward(dy, x, K, stride, padding)
+    torch.testing.assert_close(dx, torch_max_pool_grad(dy, x, K, stride, padding), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_neg_inf_every_small_window_stride_and_padding(dtype):
+    """Seeded sweep: K_h, K_w ≤ 3, s_h, s_w ≤ 3, every padding ≤ K // 2; image 0 all −∞, image 1 with
+    scattered −∞ and whole windows of −∞, image 2 with ties."""
+    for K in [(k_h, k_w) for k_h in range(1, 4) for k_w in range(1, 4)]:
+        for stride in [(a, b) for a in range(1, 4) for b in range(1, 4)]:
+            for padding in [(a, b) for a in range(K[0] // 2 + 1) for b in range(K[1] // 2 + 1)]:
+                seed = hash((K, stride, padding)) % 2**31
+                x = with_ties(seed, 3, 1, 4, 5, dtype=dtype)
+                x[:2] = place_neg_inf(x[:2], K, stride, padding, seed, {"scattered", "windows"})
+                x[0] = NEG_INF
+                assert_pool_matches_torch(x.reshape(1, 3, 4, 5), K, stride, padding)
+
+
+@given(problem=pool_problems_with_neg_inf())
+def test_avg_pool_as_conv_with_neg_inf_matches_F_avg_pool2d(problem):
+    """Zero padding counted in the mean (count_include_pad=True): −∞ averages to −∞ as in F.avg_pool2d."""
+    x, K, stride, padding = problem
+    tol = dict(atol=1e-12, rtol=1e-12) if x.dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(avg_pool2d_as_conv(x, K, stride, padding), F.avg_pool2d(x, K, stride, padding), **tol)
+
+
+# =========================================================================================================
 # errors, devices
 # =========================================================================================================
 @pytest.mark.parametrize("fn", FORWARDS + [pytest.param(avg_pool2d_as_conv, id="avg")])
