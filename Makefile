@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps demo test nbval lab release grade bench clean
+.PHONY: setup sandbox-deps browser-deps demo test nbval lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -37,11 +37,23 @@ sandbox-deps:
 	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap (bwrap) is not installed: the bwrap sandbox tier is unavailable and its tests are SKIPPED"
 	@command -v setfacl >/dev/null 2>&1 || echo "WARNING: setfacl (acl) is not installed: the uid sandbox tier cannot close readable course files"
 
+# Browser tests (tests/browser) drive Debian's chromium through Playwright: installed here when missing and
+# possible (root with apt-get); otherwise those tests are skipped, loudly.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing chromium for the browser tests..."; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq chromium >/dev/null 2>&1; }; \
+	fi; true
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	echo "WARNING: chromium is not installed: the browser tests (tests/browser) are SKIPPED"
+
 demo: setup sandbox-deps
 	$(PY) -m autograder release
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
-test: setup sandbox-deps
+test: setup sandbox-deps browser-deps
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
