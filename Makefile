@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps browser-deps demo test nbval lab release grade bench clean
+.PHONY: setup sandbox-deps browser-deps demo test nbval formgrader lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,9 @@ test: setup sandbox-deps browser-deps
 # bundle tests run every filled solution top to bottom there, and grading them gives full marks.
 nbval: setup
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider --nbval-lax solutions
+
+formgrader: setup
+	$(PY) -m autograder formgrader $(OUT)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

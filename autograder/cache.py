@@ -11,7 +11,7 @@ the bytes of the assignment's notebooks in its folder (names included; a missing
 ``OUT/.cache/.built/`` keeps what grading makes from the sources alone (the template gradebook and
 release, by ``course._source_key``; the graded kernels' stripped ``course_lib``, by its sources' hash).
 ``OUT/.cache/<student>/entry.json`` keeps the fingerprint, the key and the worker's result (rows, log,
-seconds); ``OUT/.cache/<student>/feedback/`` the feedback pages. A rerun with the same fingerprint reuses
+seconds); ``OUT/.cache/<student>/feedback/`` and ``autograded/`` the feedback pages and autograded notebooks. A rerun with the same fingerprint reuses
 every entry whose key matches and grades the rest; ``--force`` (``force=True``) regrades everyone; an
 entry written under another fingerprint is never reused. Hand-made by necessity: nbgrader has no notion
 of an unchanged submission (``autograde --force`` regrades, without it a student is skipped even when
@@ -95,22 +95,37 @@ def lookup(out: Path, student: str, fp: str, key: str) -> dict | None:
     return data["result"]
 
 
-def store(out: Path, student: str, fp: str, key: str, result: dict, feedback: Path) -> None:
-    """Keep ``result`` (without its scratch paths) and the student's feedback pages in ``OUT/.cache``."""
+def previous_key(out: Path, student: str) -> str | None:
+    """The key of the submission last graded for ``student`` into ``out``, whatever its fingerprint."""
+    try:
+        return json.loads((Path(out) / DIR / student / "entry.json").read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def store(out: Path, student: str, fp: str, key: str, result: dict, folders: dict[str, Path]) -> None:
+    """Keep ``result`` (without its scratch paths) and the student's graded files (``folders``: name ->
+    folder, the feedback pages and autograded notebooks) in ``OUT/.cache``."""
     folder = Path(out) / DIR / student
     shutil.rmtree(folder, ignore_errors=True)
-    (folder / "feedback").mkdir(parents=True)
-    for page in sorted(Path(feedback).glob("*.html")):
-        shutil.copyfile(page, folder / "feedback" / page.name)
-    kept = {k: v for k, v in result.items() if k not in ("root",)}
+    folder.mkdir(parents=True)
+    for name, src in folders.items():
+        (folder / name).mkdir()
+        for path in sorted(Path(src).glob("*")) if Path(src).is_dir() else []:
+            if path.is_file():
+                shutil.copyfile(path, folder / name / path.name)
+    kept = {k: v for k, v in result.items() if k not in ("root", "pages", "autograded")}
     (folder / "entry.json").write_text(json.dumps(dict(fingerprint=fp, key=key, result=kept)))
 
 
-def restore(out: Path, student: str, feedback: Path) -> None:
-    """Put the cached feedback pages of ``student`` back into ``feedback``."""
-    feedback.mkdir(parents=True, exist_ok=True)
-    for page in sorted((Path(out) / DIR / student / "feedback").glob("*.html")):
-        shutil.copyfile(page, feedback / page.name)
+def restore(out: Path, student: str, folders: dict[str, Path]) -> None:
+    """Put the cached graded files of ``student`` back into ``folders``."""
+    for name, dest in folders.items():
+        kept = sorted((Path(out) / DIR / student / name).glob("*"))
+        if kept:
+            dest.mkdir(parents=True, exist_ok=True)
+        for path in kept:
+            shutil.copyfile(path, dest / path.name)
 
 
 def prune(out: Path, students: list[str]) -> None:

@@ -7,12 +7,14 @@
       also write what students hold at ASSIGNMENT's release (or at DATE, or now) into OUT
   python -m autograder gradescope ASSIGNMENT --out DIR [--visibility after_published]
       write DIR/autograder.zip: a Gradescope autograder (setup.sh, run_autograder, only this assignment)
+  python -m autograder formgrader OUT [--port P]
+      nbgrader's formgrader in JupyterLab on a graded OUT (an nbgrader course root), for manual grading
   python -m autograder schedule
       the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
       grade DIR/<student>/<notebook>.ipynb (or a Canvas download, a Gradescope export, nbgrader's
       submitted/, as a folder or a zip); write OUT/grades.csv, OUT/details.csv, OUT/canvas.csv (Canvas's
-      gradebook import), OUT/feedback/
+      gradebook import), OUT/gradebook.db and OUT/{submitted,autograded,feedback}/ (an nbgrader course root)
 
 Bad input ends with a one-line error on stderr and exit status 2.
 """
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when students see the verdicts and their feedback (default after_published)")
     gs.add_argument("--submission-timeout", type=float, default=None, metavar="S",
                     help="grading budget of one submission on Gradescope (default 480 s: under Gradescope's 10 minutes)")
+
+    fg = sub.add_parser("formgrader", help="nbgrader's formgrader (JupyterLab) on a graded OUT, for manual grading")
+    fg.add_argument("out", type=Path, help="a folder that grading wrote (--out of grade)")
+    fg.add_argument("--port", type=int, default=8890)
+    fg.add_argument("--no-browser", action="store_true")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             from .course import check_assignment
             check_assignment(args.assignment, repo)
             return gradescope_main(argv_gs)
+        if args.command == "formgrader":
+            from .formgrader import main as formgrader_main
+            return formgrader_main([str(args.out), "--port", str(args.port)] + (["--no-browser"] if args.no_browser else []))
         if args.command == "schedule":
             from .schedule import print_schedule
             print_schedule(repo)

@@ -103,6 +103,9 @@ def grade_remotely(spec: dict, files: dict[str, bytes], course: bytes, requested
                 uid_run.close()
         made = Path(local["root"]) / "feedback" / spec["student"] / spec["assignment"]
         res["pages"] = {p.stem: p.read_text() for p in sorted(made.glob("*.html"))} if not res["timed_out"] else {}
+        graded = Path(local["root"]) / "autograded" / spec["student"] / spec["assignment"]
+        res["autograded"] = ({p.stem: p.read_text() for p in sorted(graded.glob("*.ipynb"))}
+                             if not res["timed_out"] else {})
         res["machine"] = f"{platform.node()} (pid {os.getpid()}): {line}"
         res.pop("root", None)
         return res

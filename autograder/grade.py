@@ -1,13 +1,16 @@
 """Grade a folder of submissions: ``DIR/<student>/<notebook>.ipynb``, or an LMS's download of them (a Canvas
 zip, a Gradescope export, nbgrader's ``submitted/``: ``autograder.layouts`` copies them into that layout).
 
-Writes into OUT:
-  grades.csv                      student, assignment, score, max_score
+Writes into OUT, an nbgrader course root (formgrader and ``nbgrader export`` read it):
+  grades.csv                      student, assignment, score, max_score, final
   details.csv                     student, notebook, grade_id, score, max_score, status, message
-                                  (status: passed / failed / error / timeout / missing)
+                                  (status: passed / failed / error / timeout / missing / needs manual grade)
   canvas.csv                      the scores in the form of Canvas's gradebook import
-  feedback/<student>/<nb>.html    what the student sees: scores, their code, visible tests and the
-                                  one-line verdict of the hidden tests (never their source)
+  gradebook.db                    nbgrader's gradebook of the class (manual grades given in it are kept)
+  submitted/<student>/<assignment>/<nb>.ipynb    a copy of what the student handed in
+  autograded/<student>/<assignment>/<nb>.ipynb   as graded, the verdicts under the test cells
+  feedback/<student>/<assignment>/<nb>.html      what the student sees: scores, their code, visible tests
+                                  and the one-line verdict of the hidden tests (never their source)
   logs/<student>.log              nbgrader's log, for the instructor
 
 Each student is graded by its own process (``autograder.worker``) in its own temporary course root,
@@ -140,14 +143,17 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
     notebooks = sorted({c.notebook for c in cells})
     keys = {s: cache.submission_key(submissions / s, notebooks) for s in students}
     reused = {} if force else {s: r for s in students if (r := cache.lookup(out, s, fp, keys[s])) is not None}
+    unchanged = {s for s in students if cache.previous_key(out, s) == keys[s]}   # their manual grades stay
     out.mkdir(parents=True, exist_ok=True)
     cache.prune(out, students)
-    for sub in ("feedback", "logs"):
+    for sub in ("feedback", "logs", "autograded", "submitted"):       # remade from this run and the cache
         shutil.rmtree(out / sub, ignore_errors=True)
+    for student in students:                 # nbgrader's submitted/: the notebooks as handed in (copies)
+        _copy_submitted(submissions / student, out / "submitted" / student / assignment, notebooks)
     for student, res in reused.items():
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / f"{student}.log").write_text(res.get("log", ""))
-        cache.restore(out, student, out / "feedback" / student)
+        cache.restore(out, student, course_folders(out, student, assignment))
     if reused:
         print(f"reused {len(reused)} of {len(students)} submissions, unchanged since the last run into {out} "
               f"({cache.DIR}/; --force regrades every one)")
@@ -186,10 +192,12 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
         for res in results:
             if not res["timed_out"] and not any(r["message"].startswith(("the grader failed", "the grading workers died"))
                                                 for r in res["rows"]):
-                cache.store(out, res["student"], fp, keys[res["student"]], res, out / "feedback" / res["student"])
+                cache.store(out, res["student"], fp, keys[res["student"]], res,
+                            course_folders(out, res["student"], assignment))
         results += [dict(res, cached=True) for res in reused.values()]
         results.sort(key=lambda r: r["student"])
-        _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db")
+        _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db", keep_manual=unchanged,
+                         quiet=quiet)
     for res in results:
         if res["student"] in layout.late:
             res["late"] = True
@@ -253,14 +261,65 @@ def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout
     return results
 
 
-def _write_gradebook(results: list[dict], out: Path, assignment: str, template: Path) -> None:
+def course_folders(out: Path, student: str, assignment: str) -> dict[str, Path]:
+    """Where OUT keeps a student's graded files, in nbgrader's course layout (formgrader reads them)."""
+    return {"feedback": out / "feedback" / student / assignment,
+            "autograded": out / "autograded" / student / assignment}
+
+
+def feedback_page(out: Path, student: str, assignment: str, notebook: str) -> Path:
+    return course_folders(out, student, assignment)["feedback"] / f"{notebook}.html"
+
+
+def _copy_submitted(folder: Path, dest: Path, notebooks: list[str]) -> None:
+    """nbgrader's ``submitted/<student>/<assignment>/``: a copy of each notebook handed in (only read)."""
+    for name in notebooks:
+        path = folder / f"{name}.ipynb"
+        if path.is_file() and not path.is_symlink():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / path.name)
+
+
+def _manual_grades(db: Path, students: set[str]) -> tuple[dict, dict]:
+    """What people entered in OUT's gradebook (formgrader): {(student, notebook, cell): (manual score,
+    extra credit)} and {(student, notebook, cell): manual comment}, for ``students``."""
+    from nbgrader.api import Gradebook, SubmittedAssignment
+    grades, comments = {}, {}
+    if not students or not db.exists():
+        return grades, comments
+    import warnings
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+        warnings.simplefilter("ignore")
+        for sub in gb.db.query(SubmittedAssignment):
+            student = sub.student.id
+            if student not in students:
+                continue
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    if g.manual_score is not None or g.extra_credit:
+                        grades[(student, nb.name, g.name)] = (g.manual_score, g.extra_credit)
+                for c in nb.comments:
+                    if c.manual_comment:
+                        comments[(student, nb.name, c.name)] = c.manual_comment
+    return grades, comments
+
+
+def _write_gradebook(results: list[dict], out: Path, assignment: str, template: Path,
+                     keep_manual: set[str] = frozenset(), quiet: bool = True) -> None:
     """One gradebook for the class, OUT/gradebook.db, written by this process alone after the workers:
-    consistent whatever the number of workers (nbgrader's own tools can read it: `nbgrader export`)."""
+    consistent whatever the number of workers (nbgrader's own tools can read it: `nbgrader export`,
+    formgrader). The manual grades and comments people gave in it are kept for every student in
+    ``keep_manual`` (the submission is the same bytes as when they were given); a resubmission's are
+    dropped, and a line says whose."""
     from nbgrader.api import Gradebook, MissingEntry
 
     import warnings
 
     db = out / "gradebook.db"
+    manual, comments = _manual_grades(db, {r["student"] for r in results})
+    dropped = sorted({s for (s, _, _) in [*manual, *comments]} - set(keep_manual))
+    if dropped and not quiet:
+        print(f"manual grades dropped for {len(dropped)} resubmitted student(s): {', '.join(dropped)}")
     db.unlink(missing_ok=True)
     shutil.copy(template, db)
     with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
@@ -280,6 +339,17 @@ def _write_gradebook(results: list[dict], out: Path, assignment: str, template: 
                     g.auto_score, g.needs_manual_grade = None, True
                 else:
                     g.auto_score, g.needs_manual_grade = row["score"], False
+                kept = manual.get((r["student"], row["notebook"], row["grade_id"]))
+                if kept is not None and r["student"] in keep_manual:
+                    g.manual_score, g.extra_credit = kept
+                    g.needs_manual_grade = False
+            if r["student"] in keep_manual:
+                for (student, notebook, name), text in comments.items():
+                    if student == r["student"]:
+                        try:
+                            gb.find_comment(name, notebook, assignment, student).manual_comment = text
+                        except MissingEntry:
+                            pass
         gb.db.commit()
 
 
@@ -372,12 +442,21 @@ def _leave_nothing(spec: dict) -> None:
 
 
 def _collect(res: dict, out: Path, assignment: str) -> None:
-    """Copy the student's feedback into OUT (or write a short page when nbgrader made none)."""
+    """Copy the student's feedback and autograded notebooks into OUT, in nbgrader's layout (or write a
+    short page when nbgrader made none)."""
     student, root = res["student"], Path(res.get("root") or ".")
     (out / "logs").mkdir(exist_ok=True)
     (out / "logs" / f"{student}.log").write_text(res["log"])
-    dest = out / "feedback" / student
+    folders = course_folders(out, student, assignment)
+    dest = folders["feedback"]
     dest.mkdir(parents=True, exist_ok=True)
+    graded = res.get("autograded")            # graded on a cluster: the notebooks came back as text
+    if not res["timed_out"]:
+        made = root / "autograded" / student / assignment
+        for name, text in (graded.items() if graded is not None else
+                           ((p.stem, p.read_text()) for p in sorted(made.glob("*.ipynb")))):
+            folders["autograded"].mkdir(parents=True, exist_ok=True)
+            (folders["autograded"] / f"{name}.ipynb").write_text(text)
     pages = res.get("pages")                  # graded on a cluster: the pages came back as text
     for name in sorted({r["notebook"] for r in res["rows"]}):
         made = None if pages is not None else root / "feedback" / student / assignment / f"{name}.html"
@@ -425,4 +504,4 @@ def print_table(results: list[dict], out: Path, file=sys.stdout) -> None:
         note = ", ".join(f"{s}: {sum(row['status'] == s for row in r['rows'])}" for s in statuses)
         print(f"{r['student']:<{width}}  {r['score']:>6g}  {r['max_score']:>5g}  {note}", file=file)
     print(f"\ngrades:   {out / 'grades.csv'}\ndetails:  {out / 'details.csv'}\ncanvas:   {out / 'canvas.csv'}\n"
-          f"feedback: {out / 'feedback'}/<student>/<notebook>.html", file=file)
+          f"feedback: {out / 'feedback'}/<student>/<assignment>/<notebook>.html", file=file)

@@ -486,7 +486,7 @@ def _grade(root: Path, start: float) -> dict:
                   for c in cells if c.kind != "manual"]
         return _result(0.0, why, tests, start, visibility)
 
-    from .grade import grade
+    from .grade import feedback_page, grade
     secrets = _hidden_lines(assignment, REPO)
     with tempfile.TemporaryDirectory(prefix="gradescope-") as tmp:
         tmp = Path(tmp)
@@ -528,7 +528,7 @@ def _grade(root: Path, start: float) -> dict:
             tests.append(dict(test, visibility=visibility))
         for name in expected:
             if name in chosen:
-                page = out / "feedback" / student / f"{name}.html"
+                page = feedback_page(out, student, assignment, name)
                 mine = [r for r in rows if r["notebook"] == name]
                 tests.append({"name": f"{name}.ipynb: your graded notebook", "output_format": "html",
                               "output": feedback_html(page, name, mine, cells_by_id,

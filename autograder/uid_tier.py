@@ -221,7 +221,7 @@ def _release_unused(state: dict) -> None:
     held = {p for owner in state["owners"].values() for p in owner.get("paths", [])}
     for path, before in list(state["acl"].items()):
         if path not in held:
-            _restore(Path(path), before)
+            _restore(Path(path), before, state.get("gid"))
             del state["acl"][path]
 
 
@@ -232,8 +232,13 @@ def _xattr(path: Path, name: str) -> str | None:
         return None
 
 
-def _restore(path: Path, before: dict) -> None:
-    """Put back the ACLs and mode a path had before its first entry for the kernels' group."""
+def _restore(path: Path, before: dict, gid: int | None = None) -> None:
+    """Put back the ACLs and mode a path had before its first entry for the kernels' group. When someone
+    else changed its ACL meanwhile (another tool granting a user access to a shared folder such as /root),
+    only our group's entry is removed: a snapshot put back would take their entry away mid-run."""
+    if gid is not None and before.get("after") is not None and _xattr(path, ACCESS) != before["after"]:
+        subprocess.run(["setfacl", "-x", f"g:{gid}", str(path)], capture_output=True)
+        return
     for name, key in ((ACCESS, "access"), (DEFAULT, "default")):
         try:
             if before.get(key) is None:
@@ -301,6 +306,7 @@ class Run:
                 why = _set_acl(path, self.gid, perms, had_acl=before["access"] is not None)
                 if why:
                     return why
+                before["after"] = _xattr(path, ACCESS)        # what we left: changed later by someone else?
                 state["acl"][key] = before
             if key not in state["owners"][self.id]["paths"]:
                 state["owners"][self.id]["paths"].append(key)

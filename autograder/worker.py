@@ -198,7 +198,7 @@ def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[
     rows = []
     for c in (GradedCell(**c) for c in spec["cells"]):
         row = dict(notebook=c.notebook, grade_id=c.grade_id, score=0.0, max_score=c.max_score, status="error",
-                   message="")
+                   message="", kind=c.kind)
         why = spec.get("unreadable", {}).get(c.notebook) or spec.get("failed", {}).get(c.notebook)
         nb = graded_nb.get(c.notebook)
         cell = None if nb is None else next((x for x in nb.cells

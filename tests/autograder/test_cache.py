@@ -30,7 +30,7 @@ def test_a_rerun_grades_only_what_changed(tmp_path, capsys):
     first = grade("rope", dirs, out, **options)
     assert not any(r.get("cached") for r in first)
     before = _rows(out)
-    complete_page = (out / "feedback" / "complete" / "rope.html").read_text()
+    complete_page = (out / "feedback" / "complete" / "rope" / "rope.html").read_text()
 
     subs.write(subs.fill(release, solution, only={"rope_thetas"}), dirs / "blank" / "rope.ipynb")   # resubmitted
     capsys.readouterr()
@@ -40,7 +40,7 @@ def test_a_rerun_grades_only_what_changed(tmp_path, capsys):
     after = _rows(out)
     assert [r for r in after if r[0] == "complete"] == [r for r in before if r[0] == "complete"]
     assert second["blank"]["score"] > first[0 if first[0]["student"] == "blank" else 1]["score"]
-    assert (out / "feedback" / "complete" / "rope.html").read_text() == complete_page
+    assert (out / "feedback" / "complete" / "rope" / "rope.html").read_text() == complete_page
     assert (out / "logs" / "complete.log").exists()
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:      # the reused student is in the gradebook
@@ -96,7 +96,7 @@ def test_a_stale_or_broken_entry_is_never_reused(tmp_path):
     key = cache.submission_key(sub, ["rope"])
     feedback = tmp_path / "fb"
     feedback.mkdir()
-    cache.store(tmp_path / "out", "alice", "fp1", key, {"rows": [], "root": "/tmp/x"}, feedback)
+    cache.store(tmp_path / "out", "alice", "fp1", key, {"rows": [], "root": "/tmp/x"}, {"feedback": feedback})
     assert cache.lookup(tmp_path / "out", "alice", "fp1", key) == {"rows": []}
     assert cache.lookup(tmp_path / "out", "alice", "fp2", key) is None
     (sub / "rope.ipynb").write_text("{ }")

@@ -106,8 +106,8 @@ def test_a_class_graded_on_the_cluster_equals_it_graded_here_even_when_a_worker_
     assert _rows(tmp_path / "remote") == _rows(tmp_path / "local")
     assert {r["student"]: r["score"] for r in remote} == {r["student"]: r["score"] for r in local}
     for student in students:
-        here = (tmp_path / "local" / "feedback" / student / "rope.html").read_text()
-        there = (tmp_path / "remote" / "feedback" / student / "rope.html").read_text()
+        here = (tmp_path / "local" / "feedback" / student / "rope" / "rope.html").read_text()
+        there = (tmp_path / "remote" / "feedback" / student / "rope" / "rope.html").read_text()
         assert there.count("Grader's verdict") == here.count("Grader's verdict")
     assert not (tmp_path / "submissions" / "complete" / ".cache").exists()
     with open(tmp_path / "remote" / "grades.csv") as f:

@@ -89,7 +89,7 @@ def test_output_files_and_columns(graded):
                                         "writes_stderr", "ignores_base"}
     for student, by_id in rows.items():
         assert set(by_id) == set(POINTS), student
-        assert (out / "feedback" / student / "rope.html").is_file(), student
+        assert (out / "feedback" / student / "rope" / "rope.html").is_file(), student
         assert float(grades[student]["max_score"]) == TOTAL
 
 
@@ -166,7 +166,7 @@ def test_unreadable_and_missing_notebooks_are_reported(graded):
     assert {r["status"] for r in rows["invalid_json"].values()} == {"error"}
     assert "not a readable notebook" in next(iter(rows["invalid_json"].values()))["message"]
     assert {r["status"] for r in rows["missing_notebook"].values()} == {"missing"}
-    assert "could not be graded" in (out / "feedback" / "invalid_json" / "rope.html").read_text()
+    assert "could not be graded" in (out / "feedback" / "invalid_json" / "rope" / "rope.html").read_text()
 
 
 
@@ -195,10 +195,10 @@ def test_feedback_shows_the_grading_message(graded):
     assert row["status"] == "failed" and float(row["score"]) == 0
     assert re.match(r"apply_rope_pairs, case \d+/\d+ '.*base=500000' on cpu: output values differ: largest error",
                     row["message"]), row["message"]
-    text = _text(out / "feedback" / "ignores_base" / "rope.html")
+    text = _text(out / "feedback" / "ignores_base" / "rope" / "rope.html")
     assert "Grader's verdict: failed: " + row["message"] in text
-    assert "NotImplementedError" in _text(out / "feedback" / "blank" / "rope.html")
-    assert "Grader's verdict: passed" in _text(out / "feedback" / "complete" / "rope.html")
+    assert "NotImplementedError" in _text(out / "feedback" / "blank" / "rope" / "rope.html")
+    assert "Grader's verdict: passed" in _text(out / "feedback" / "complete" / "rope" / "rope.html")
 
 
 def test_grade_table_printed_by_the_cli(tmp_path):

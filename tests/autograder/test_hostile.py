@@ -327,7 +327,7 @@ def score(h, student):
 
 
 def feedback_text(h, student) -> str:
-    raw = (h["out"] / "feedback" / student / "rope.html").read_text()
+    raw = (h["out"] / "feedback" / student / "rope" / "rope.html").read_text()
     return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<style.*?</style>", "", raw, flags=re.S)))
 
 
@@ -348,7 +348,7 @@ def test_structural_changes_are_repaired_and_graded(hostile, student):
 
 
 def test_huge_output_is_truncated_in_feedback(hostile):
-    size = (hostile["out"] / "feedback" / "huge_output" / "rope.html").stat().st_size
+    size = (hostile["out"] / "feedback" / "huge_output" / "rope" / "rope.html").stat().st_size
     assert size < 5 * 2**20, f"feedback of {size / 2**20:.1f} MiB"
 
 

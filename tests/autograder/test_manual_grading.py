@@ -69,7 +69,7 @@ def graded(tmp_path_factory):
         for nb, fixture in nbs.items():
             shutil.copy(FILES / fixture, tmp / "subs" / student / f"{nb}.ipynb")
     results = grade("ps1", tmp / "subs", tmp / "out", workers=2, quiet=True, sandbox="auto", repo=course)
-    return tmp / "out", {r["student"]: r for r in results}, _nbgrader_oracle(tmp / "nbgrader")
+    return tmp / "out", {r["student"]: r for r in results}, _nbgrader_oracle(tmp / "nbgrader"), tmp
 
 
 def _ours(out: Path) -> dict:
@@ -84,7 +84,7 @@ def _ours(out: Path) -> dict:
 
 
 def test_the_gradebook_agrees_with_nbgrader_on_every_cell_a_person_grades(graded):
-    out, results, oracle = graded
+    out, results, oracle, _ = graded
     ours = _ours(out)
     manual = {(s, nb, gid) for (s, nb, gid), (_, needs) in oracle.items() if needs}
     assert manual, "the fixtures have answers that need a manual grade"
@@ -97,7 +97,7 @@ def test_the_gradebook_agrees_with_nbgrader_on_every_cell_a_person_grades(graded
 
 
 def test_csvs_say_which_totals_are_final(graded):
-    out, results, oracle = graded
+    out, results, oracle, _ = graded
     needs = {s for (s, _, _), (_, n) in oracle.items() if n}
     with open(out / "grades.csv") as f:
         final = {r["student"]: r["final"] for r in csv.DictReader(f)}
@@ -116,7 +116,7 @@ def test_csvs_say_which_totals_are_final(graded):
 
 
 def test_the_feedback_shows_no_score_for_an_answer_awaiting_a_grader(graded):
-    out, results, oracle = graded
+    out, results, oracle, _ = graded
     from autograder.preprocessors import PENDING_NOTE
     note = PENDING_NOTE.split("**")[2].split(":")[0].strip()          # "This answer awaits a grader"
     pending = (next((out / "feedback" / "bar").rglob("p1.html"))).read_text()
@@ -124,3 +124,51 @@ def test_the_feedback_shows_no_score_for_an_answer_awaiting_a_grader(graded):
     assert pending.count(note) == 2                     # under baz (written) and quux (code), nothing else
     final = (next((out / "feedback" / "foo").rglob("p1.html"))).read_text()
     assert note not in final                            # answers left as released: nbgrader's 0 is the grade
+
+
+def test_out_is_an_nbgrader_course_root(graded):
+    out, results, oracle, tmp = graded
+    for student, nbs in CLASS.items():
+        for nb in nbs:
+            handed_in = tmp / "subs" / student / f"{nb}.ipynb"
+            assert (out / "submitted" / student / "ps1" / f"{nb}.ipynb").read_bytes() == handed_in.read_bytes()
+            assert (out / "autograded" / student / "ps1" / f"{nb}.ipynb").is_file()
+            assert (out / "feedback" / student / "ps1" / f"{nb}.html").is_file()
+    assert not (out / "submitted" / "gone").exists()
+
+
+def test_a_manual_grade_survives_a_rerun_and_reaches_nbgrader_export(graded, tmp_path):
+    """A grader gives bar's written answer 1.5 points and a comment in OUT's gradebook (as formgrader does);
+    then foo resubmits and the class is graded again: bar's grade and comment stay, and nbgrader's own
+    ``nbgrader export`` of OUT counts them."""
+    import subprocess
+    import sys
+
+    from nbgrader.api import Gradebook
+    _, _, _, tmp = graded
+    for name in ("out", "subs", "course"):
+        shutil.copytree(tmp / name, tmp_path / name)
+    out = tmp_path / "out"
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        g = gb.find_grade("baz", "p1", "ps1", "bar")
+        g.manual_score, g.needs_manual_grade = 1.5, False
+        gb.find_comment("baz", "p1", "ps1", "bar").manual_comment = "Good, but say why."
+        gb.db.commit()
+    shutil.copy(FILES / "submitted-changed.ipynb", tmp_path / "subs" / "foo" / "p1.ipynb")   # foo resubmits
+    results = {r["student"]: r for r in grade("ps1", tmp_path / "subs", out, workers=2, quiet=True, sandbox="auto",
+                                                repo=tmp_path / "course")}
+    assert results["bar"].get("cached") and not results["foo"].get("cached")
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        g = gb.find_grade("baz", "p1", "ps1", "bar")
+        assert (g.manual_score, g.needs_manual_grade) == (1.5, False)
+        assert gb.find_comment("baz", "p1", "ps1", "bar").manual_comment == "Good, but say why."
+        assert gb.find_grade("baz", "p1", "ps1", "foo").needs_manual_grade     # foo's new answer awaits a grader
+        bar_total = gb.find_submission("ps1", "bar").score
+    assert bar_total == pytest.approx(results["bar"]["score"] + 1.5)
+    csv_path = tmp_path / "export.csv"
+    subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CourseDirectory.root={out}",
+                    f"--CourseDirectory.db_url=sqlite:///{out / 'gradebook.db'}", f"--to={csv_path}"],
+                   check=True, capture_output=True, cwd=tmp_path)
+    with open(csv_path) as f:
+        exported = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}
+    assert exported["bar"] == pytest.approx(bar_total)

@@ -178,3 +178,42 @@ def test_files_the_assignment_ships_reach_the_kernel_read_only(tier, reads_data,
     if tier != "off":            # without a sandbox, nbgrader's own copy is the student's to change
         assert rows["test_read_only"]["status"] == "passed", rows["test_read_only"]
     assert (reads_data / "solutions" / "reads_data" / "data.txt").read_text().startswith("hello")
+
+
+# ---------------------------------------------------------------------------------------------- uid tier ACLs
+def test_the_uid_tier_leaves_acl_entries_others_added_meanwhile():
+    """Closing a run puts a folder's ACL back as it was, but an entry someone else added while the run held
+    it (another tool opening /root to a user of its own) is not taken away: only the run's group entry goes."""
+    from autograder import uid_tier
+    why = uid_tier.problem()
+    if why or shutil.which("getfacl") is None:
+        pytest.skip(f"UID TIER UNAVAILABLE here: {why or 'getfacl is not installed'}")
+    import tempfile
+    protected = Path(tempfile.mkdtemp(prefix="acl-course-", dir="/tmp"))    # reachable by other users
+    protected.chmod(0o755)
+    try:
+        _acl_case(protected)
+    finally:
+        shutil.rmtree(protected, ignore_errors=True)
+
+
+def _acl_case(protected: Path) -> None:
+    from autograder import uid_tier
+    (protected / "solutions.ipynb").write_text("{}")
+    run = uid_tier.Run(protect=[protected], keep=[Path(p) for p in sandbox.python_paths()])
+    run.open()
+    try:
+        held = subprocess.run(["getfacl", "-cn", str(protected)], capture_output=True, text=True).stdout
+        assert f"group:{run.gid}:---" in held
+        subprocess.run(["setfacl", "-m", "u:nobody:r-x", str(protected)], check=True)      # someone else
+    finally:
+        run.close()
+    after = subprocess.run(["getfacl", "-cn", str(protected)], capture_output=True, text=True).stdout
+    assert f"group:{run.gid}:" not in after, after
+    assert "user:65534:r-x" in after, after
+    subprocess.run(["setfacl", "-x", "u:nobody", str(protected)], check=True)
+    before = subprocess.run(["getfacl", "-c", str(protected)], capture_output=True, text=True).stdout
+    run = uid_tier.Run(protect=[protected], keep=[Path(p) for p in sandbox.python_paths()])
+    run.open()                                           # nobody else touches it: exactly as it was
+    run.close()
+    assert subprocess.run(["getfacl", "-c", str(protected)], capture_output=True, text=True).stdout == before
