@@ -228,7 +228,7 @@ def contents(assignment: str, repo: Path = REPO, visibility: str = "after_publis
     files["run_autograder"] = run_autograder_sh(assignment).encode()
     config = dict(assignment=assignment, notebooks=sorted({c.notebook for c in cells}), visibility=visibility,
                   submission_timeout=float(submission_timeout), venv=VENV,
-                  max_score=sum(c.max_score for c in cells))
+                  max_score=sum(c.max_score for c in cells if c.kind != "manual"))   # written answers: Gradescope's
     files[CONFIG] = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
     return files
 

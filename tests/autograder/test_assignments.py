@@ -30,15 +30,21 @@ def test_complete_gets_full_marks_and_blank_gets_zero(assignment, tmp_path):
     out = tmp_path / "out"
     grade(assignment, dirs, out, workers=2, quiet=True, submission_timeout=300)
     cells = graded_cells(assignment)
-    total = sum(c.max_score for c in cells)
-    assert len(cells) >= 3 and all(c.exercises for c in cells), "each graded cell runs hidden tests"
+    tests = [c for c in cells if c.kind == "test"]
+    written = {c.grade_id for c in cells if c.kind == "manual"}
+    total = sum(c.max_score for c in tests)
+    assert len(tests) >= 3 and all(c.exercises for c in tests), "each autograded cell runs hidden tests"
     with open(out / "details.csv") as f:
         rows = list(csv.DictReader(f))
-    complete = [r for r in rows if r["student"] == "complete"]
-    blank = [r for r in rows if r["student"] == "blank"]
+    complete = [r for r in rows if r["student"] == "complete" and r["grade_id"] not in written]
+    blank = [r for r in rows if r["student"] == "blank" and r["grade_id"] not in written]
     assert all(r["status"] == "passed" for r in complete), [r for r in complete if r["status"] != "passed"]
     assert sum(float(r["score"]) for r in complete) == total
     assert all(float(r["score"]) == 0 and r["status"] in ("error", "failed") for r in blank), blank
+    # written answers: the complete one awaits a grader (no score), the blank one is nbgrader's 0
+    answers = {(r["student"], r["grade_id"]): (r["status"], r["score"]) for r in rows if r["grade_id"] in written}
+    assert all(answers[("complete", g)] == ("needs manual grade", "") for g in written), answers
+    assert all(answers[("blank", g)] == ("missing", "0") for g in written), answers
     tagged = {path.stem: sum(TAG in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells)
               for path in source_notebooks(assignment)}
     assert all(tagged.values()), f"{assignment}: a notebook tags no cell illustrative: {tagged}"

@@ -17,8 +17,9 @@ from autograder.grade import grade
 
 pytestmark = pytest.mark.autograder
 
-CELLS = graded_cells("rope")
-TOTAL = sum(c.max_score for c in CELLS)
+CELLS = [c for c in graded_cells("rope") if c.kind == "test"]      # written answers are graded by hand
+TOTAL = sum(c.max_score for c in CELLS)                            # what the autograder gives
+MAX = sum(c.max_score for c in graded_cells("rope"))              # the notebook's points
 POINTS = {c.grade_id: c.max_score for c in CELLS}
 CELL_TIMEOUT = 15
 
@@ -69,10 +70,11 @@ def graded(tmp_path_factory):
     out = root / "out"
     results = grade("rope", dirs, out, workers=2, cell_timeout=CELL_TIMEOUT, submission_timeout=300, quiet=True)
     assert _digest(dirs) == before, "grading modified the submissions folder"
-    rows = {}
+    rows = {}                # the autograded cells' rows; the written answers' are checked on their own
     with open(out / "details.csv") as f:
         for row in csv.DictReader(f):
-            rows.setdefault(row["student"], {})[row["grade_id"]] = row
+            if row["grade_id"] in POINTS:
+                rows.setdefault(row["student"], {})[row["grade_id"]] = row
     with open(out / "grades.csv") as f:
         grades = {r["student"]: r for r in csv.DictReader(f)}
     yield out, rows, grades, results
@@ -90,7 +92,7 @@ def test_output_files_and_columns(graded):
     for student, by_id in rows.items():
         assert set(by_id) == set(POINTS), student
         assert (out / "feedback" / student / "rope" / "rope.html").is_file(), student
-        assert float(grades[student]["max_score"]) == TOTAL
+        assert float(grades[student]["max_score"]) == MAX
 
 
 def test_complete_submission_gets_full_marks(graded):
@@ -236,3 +238,15 @@ def test_bad_command_line_gives_one_line_error(argv, message):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("autograder: error:") and message in err[0], proc.stderr
+
+
+def test_written_answers_await_a_grader(graded):
+    out, rows, grades, _ = graded
+    written = {c.grade_id for c in graded_cells("rope") if c.kind == "manual"}
+    with open(out / "details.csv") as f:
+        found = {(r["student"], r["grade_id"]): r for r in csv.DictReader(f) if r["grade_id"] in written}
+    for gid in written:
+        assert found[("complete", gid)]["status"] == "needs manual grade" and found[("complete", gid)]["score"] == ""
+        assert found[("blank", gid)]["status"] == "missing" and found[("blank", gid)]["score"] == "0"
+    assert grades["complete"]["final"] == ("no" if written else "yes")
+    assert grades["blank"]["final"] == "yes"
