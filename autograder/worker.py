@@ -241,7 +241,8 @@ def score(spec: dict, graded_nb: dict[str, object], nbgrader_scores: dict[tuple[
             row.update(status="timeout" if spec.get("timed_out") else "error",
                        message="grading stopped before this cell" if spec.get("timed_out") else "not graded")
         if cell is not None and "was missing from the submission" in cell.source:
-            row["message"] = "test cell was deleted and has been restored" + (f"; {row['message']}" if row["message"] else "")
+            what = "answer cell" if c.kind == "manual" else "test cell"
+            row["message"] = f"{what} was deleted and has been restored" + (f"; {row['message']}" if row["message"] else "")
         rows.append(row)
     return rows
 
