@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,18 +52,6 @@ SUBMISSION_PAGE_ERRORS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "(no server log)"
-
 
 def _fmt(x: float) -> str:
     """A score as formgrader's JS writes it (``roundToPrecision(x, 2)`` then Number's toString)."""
@@ -84,7 +71,7 @@ class Formgrader:
 
 
 @pytest.fixture(scope="module")
-def fg(tmp_path_factory, browser):
+def fg(tmp_path_factory, browser, servers):
     """OUT graded from the three RoPE samples, and formgrader running on it (the CLI, as an instructor).
     (``browser`` first: without chromium the module skips before it grades.)"""
     tmp = tmp_path_factory.mktemp("formgrader-browser")
@@ -109,7 +96,7 @@ def fg(tmp_path_factory, browser):
     env.update(JUPYTER_TOKEN=token, PYTHONUNBUFFERED="1", JUPYTER_CONFIG_DIR=str(state / "config"),
                JUPYTER_DATA_DIR=str(state / "data"), JUPYTER_RUNTIME_DIR=str(state / "runtime"),
                IPYTHONDIR=str(state / "ipython"))
-    port = _free_port()
+    port = servers.free_port()
     log = tmp / "formgrader.log"
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
@@ -117,19 +104,7 @@ def fg(tmp_path_factory, browser):
             cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"formgrader exited ({proc.returncode}):\n{_log_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"formgrader did not answer /api/status within 60 s:\n{_log_tail(log)}")
-            time.sleep(0.3)
+        servers.wait_until_up(proc, base, token, log, "formgrader")
         yield Formgrader(base, token, tmp, out, env, log, expected, final)
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):       # the CLI exec'd jupyter lab: its group
@@ -215,7 +190,7 @@ def test_formgrader_lists_every_student_with_the_graded_score(fg, offline_page, 
     assert not page.console_errors, page.console_errors
 
 
-def test_manual_grade_in_formgrader_reaches_the_export(fg, offline_page, screenshot):
+def test_manual_grade_in_formgrader_reaches_the_export(fg, offline_page, screenshot, servers):
     before = _export(fg, "export-before.csv")
     assert float(before["bob"]["score"]) == fg.expected["bob"][0], before["bob"]
     manual, auto, _ = _bob_grade(fg)
@@ -273,7 +248,7 @@ def test_manual_grade_in_formgrader_reaches_the_export(fg, offline_page, screens
         if time.monotonic() > deadline:
             screenshot(page, "formgrader-submission-not-saved")
             pytest.fail(f"the manual grade did not reach the gradebook within 10 s: {manual!r}, {text!r}\n"
-                        f"{_log_tail(fg.log)}")
+                        f"{servers.log_tail(fg.log)}")
         time.sleep(0.25)
     assert manual == MANUAL_SCORE and auto_after == auto, (manual, auto_after, auto)
     # the picture: bob's comment, then the graded test cell with its 1.5 / 3 and our verdict below

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,18 +43,6 @@ USER_SETTINGS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return "(no server log)"
-
 
 @pytest.fixture(scope="module")
 def course_folder(tmp_path_factory) -> Path:
@@ -75,7 +62,7 @@ def course_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(course_folder):
+def lab(course_folder, servers):
     """A running JupyterLab over ``course_folder``: yields (base url, token, folder)."""
     jupyter = Path(sys.executable).with_name("jupyter")
     if not jupyter.exists():
@@ -95,7 +82,7 @@ def lab(course_folder):
                JUPYTER_CONFIG_DIR=str(state / "config"), JUPYTER_DATA_DIR=str(state / "data"),
                JUPYTER_RUNTIME_DIR=str(state / "runtime"), IPYTHONDIR=str(state / "ipython"))
     # the venv's share/jupyter (nbgrader's labextension, the python3 kernel) is found through sys.prefix
-    port, token = _free_port(), secrets.token_hex(24)
+    port, token = servers.free_port(), secrets.token_hex(24)
     log = course_folder.parent / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -107,19 +94,7 @@ def lab(course_folder):
             cwd=course_folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{_log_tail(log)}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer /api/status within 60 s:\n{_log_tail(log)}")
-            time.sleep(0.5)
+        servers.wait_until_up(proc, base, token, log, "jupyter lab")
         yield base, token, course_folder
     finally:
         if proc.poll() is None:
