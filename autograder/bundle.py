@@ -72,27 +72,22 @@ def strip_course_lib(dest: Path, assignment_names: list[str], repo: Path = REPO,
     if cache is None:
         return _strip(dest, assignment_names, repo)
     import hashlib
-    import os
-    import uuid
+
+    from .course import keep_built
     src = repo / "course_lib" if (repo / "course_lib").is_dir() else REPO / "course_lib"
     h = hashlib.sha256(" ".join(sorted(assignment_names)).encode() + Path(__file__).read_bytes())
     for path in sorted(src.rglob("*.py")):
         if "__pycache__" not in path.parts:
             h.update(f"{path.relative_to(src)}\n".encode() + hashlib.sha256(path.read_bytes()).digest())
-    kept = Path(cache) / f"course_lib-{h.hexdigest()[:32]}"
+    name = f"course_lib-{h.hexdigest()[:32]}"
     target = Path(dest) / "course_lib"
-    if not (kept / "done").exists():
+    if not (Path(cache) / name / "done").exists():
         Path(cache).mkdir(mode=0o700, parents=True, exist_ok=True)
         for old in Path(cache).glob("course_lib-*"):          # one stripped copy is kept: the current one
             shutil.rmtree(old, ignore_errors=True)
-        tmp = Path(cache) / f".course_lib-{uuid.uuid4().hex[:8]}"
-        try:
-            _strip(tmp, assignment_names, repo)
-            (tmp / "done").touch()
-            os.rename(tmp, kept)               # atomic: a run that reads it sees all of it or nothing
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return _strip(dest, assignment_names, repo)
+    kept = keep_built(Path(cache), name, lambda folder: _strip(folder, assignment_names, repo))
+    if kept is None:
+        return _strip(dest, assignment_names, repo)
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(kept / "course_lib", target)

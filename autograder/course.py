@@ -170,17 +170,31 @@ def generate(assignment: str, root: Path, repo: Path = REPO, cache: Path | None 
         return root / "release" / assignment
     built = _generate(assignment, root, repo)
     if cache:
-        import uuid
-        tmp = cache / f".{key}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.mkdir()
-            shutil.copy(root / "gradebook.db", tmp / "gradebook.db")
-            shutil.copytree(built, tmp / "release")
-            (tmp / "done").touch()
-            os.rename(tmp, cache / key)          # atomic: another run may have made the same one meanwhile
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        def fill(folder: Path) -> None:
+            shutil.copy(root / "gradebook.db", folder / "gradebook.db")
+            shutil.copytree(built, folder / "release")
+        keep_built(cache, key, fill)
     return built
+
+
+def keep_built(cache: Path, name: str, fill) -> Path | None:
+    """``cache/name``, made once by ``fill(folder)`` in a scratch folder renamed into place: atomic, so a run
+    that reads it sees all of it or nothing, and another run may make the same one meanwhile. None when it
+    could not be kept (the caller then makes what it needs itself)."""
+    import uuid
+    kept = Path(cache) / name
+    if (kept / "done").exists():
+        return kept
+    tmp = Path(cache) / f".{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        (tmp / "done").touch()
+        os.rename(tmp, kept)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return kept if (kept / "done").exists() else None
+    return kept
 
 
 def _generate(assignment: str, root: Path, repo: Path = REPO) -> Path:
