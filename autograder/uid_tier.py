@@ -343,22 +343,33 @@ class Run:
                             targets.append((child, "---"))
             else:
                 targets.append((root, "---"))
-        open_now = set(reachable([t for t, _ in targets], probe_uid, self.gid))
-        for path, perms in targets:
-            if path in open_now or perms == "--x":
-                why = self._hold(path, perms)
-                if why and path in open_now and perms == "---":
+        # What to hold is decided from each path's own "other" permissions (a fresh uid in the kernels'
+        # group gets exactly those, plus the group's entry), not from what a probe reaches now: another run
+        # may hold an entry there at this moment and take it away when it ends, while this run needs it
+        # (a closed folder left open for Python, a readable one left readable). Holding is shared and counted.
+        for path, perms in targets:              # the folders on the way to the kept paths inside
+            if perms == "--x":
+                self._hold(path, perms)
+        for k in self.keep:                      # the Python environment: enter every folder on its way
+            for a in _ancestors(k):
+                if a not in self.keep and a.is_dir() and not os.stat(a).st_mode & 0o001:
+                    self._hold(a, "--x")
+        closed = [t for t, p in targets if p == "---"]
+        for path in closed:                      # whatever "others" may read, list or enter
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                continue                         # a link has no permissions of its own; its target is listed
+            if st.st_mode & (0o005 if stat.S_ISDIR(st.st_mode) else 0o004):
+                why = self._hold(path, "---")
+                if why:
                     raise RuntimeError(f"uid tier: {path} is readable by other users and cannot be closed: {why}")
-        # the Python environment: enter every folder on its way (no listing)
         if not runs_python(probe_uid, self.gid):
-            for k in self.keep:
-                for a in _ancestors(k):
-                    if a not in self.keep and not reachable([a], probe_uid, self.gid):
-                        self._hold(a, "--x")
-            if not runs_python(probe_uid, self.gid):
-                raise RuntimeError(f"uid tier: a uid of its own cannot run {sys.executable} here "
-                                   f"(its folders are closed to other users)")
-        still = reachable([t for t, p in targets if p == "---"], probe_uid, self.gid)
+            raise RuntimeError(f"uid tier: a uid of its own cannot run {sys.executable} here "
+                               f"(its folders are closed to other users)")
+        still = reachable(closed, probe_uid, self.gid)
         if still:
             raise RuntimeError(f"uid tier: {still[0]} stays readable by the kernels' uid")
 

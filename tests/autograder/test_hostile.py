@@ -289,10 +289,11 @@ def _grade_as_user(root: Path) -> dict:
                     memory="rlimits" if "RLIMIT_AS" in proc.stdout.split("\n", 1)[0] else "cgroup",
                     memory_capped="memory cap: NO" not in proc.stdout.split("\n", 1)[0])
     finally:
-        for parent, (had, mode) in reversed(opened):     # as it was
-            # only our entry: -b would also wipe the entries a concurrent uid-tier run holds there
+        for parent, _ in reversed(opened):
+            # only our entry (setfacl recalculates the mask from the entries left). Neither -b nor a chmod
+            # back: -b would wipe the entries a concurrent uid-tier run holds there, and a chmod on a folder
+            # with an ACL sets its mask, which would mask that run's entry (its kernels lose their Python)
             subprocess.run(["setfacl", "-x", f"u:{TEST_USER}", str(parent)], capture_output=True)
-            os.chmod(parent, mode)
         shutil.rmtree(base, ignore_errors=True)
         if created:
             subprocess.run(["userdel", TEST_USER], capture_output=True)

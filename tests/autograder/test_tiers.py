@@ -217,3 +217,30 @@ def _acl_case(protected: Path) -> None:
     run.open()                                           # nobody else touches it: exactly as it was
     run.close()
     assert subprocess.run(["getfacl", "-c", str(protected)], capture_output=True, text=True).stdout == before
+
+
+def test_a_run_keeps_what_it_needs_when_an_earlier_run_ends(tmp_path_factory):
+    """Two runs at once: the second relies on nothing the first holds. When the first ends, the second's
+    kernels still run Python and still cannot read the course (the ACL entries are counted per run)."""
+    from autograder import uid_tier
+    why = uid_tier.problem()
+    if why or shutil.which("getfacl") is None:
+        pytest.skip(f"UID TIER UNAVAILABLE here: {why or 'getfacl is not installed'}")
+    import tempfile
+    course = Path(tempfile.mkdtemp(prefix="acl-course-", dir="/tmp"))
+    course.chmod(0o755)
+    (course / "solutions.ipynb").write_text("{}")
+    (course / "solutions.ipynb").chmod(0o644)
+    keep = [Path(p) for p in sandbox.python_paths()]
+    first, second = uid_tier.Run(protect=[course], keep=keep), uid_tier.Run(protect=[course], keep=keep)
+    try:
+        first.open()
+        second.open()
+        first.close()
+        uid = second.new_uid()
+        assert uid_tier.runs_python(uid, second.gid), "the second run lost its way to Python"
+        assert uid_tier.reachable([course, course / "solutions.ipynb"], uid, second.gid) == []
+    finally:
+        first.close()
+        second.close()
+        shutil.rmtree(course, ignore_errors=True)
