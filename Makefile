@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps browser-deps demo test nbval formgrader lab release grade bench clean
+.PHONY: setup sandbox-deps browser-deps db-deps demo test nbval formgrader lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -49,11 +49,24 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	echo "WARNING: chromium is not installed: the browser tests (tests/browser) are SKIPPED"
 
+# The shared-gradebook tests (tests/autograder/test_shared_gradebook.py) start a real PostgreSQL server:
+# Debian's postgresql, installed here when missing and possible (root with apt-get); otherwise they are
+# skipped, loudly.
+db-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing postgresql for the shared-gradebook tests..."; \
+		apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1; apt-get install -y -qq postgresql >/dev/null 2>&1; }; \
+	fi; true
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	echo "WARNING: PostgreSQL's server is not installed: the shared-gradebook tests are SKIPPED"
+
 demo: setup sandbox-deps
 	$(PY) -m autograder release
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
-test: setup sandbox-deps browser-deps
+test: setup sandbox-deps browser-deps db-deps
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
@@ -62,7 +75,7 @@ nbval: setup
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider --nbval-lax solutions
 
 formgrader: setup
-	$(PY) -m autograder formgrader $(OUT)
+	$(PY) -m autograder formgrader $(OUT) $(if $(DB),--db $(DB))
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("out", type=Path, help="a folder that grading wrote (--out of grade)")
     fg.add_argument("--port", type=int, default=8890)
     fg.add_argument("--no-browser", action="store_true")
+    fg.add_argument("--db", default=None, metavar="URL",
+                    help="the class gradebook, when grading wrote it elsewhere than OUT (grade's --db)")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
     g.add_argument("assignment")
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true",
                    help="regrade every submission (default: reuse those unchanged since the last run into OUT, "
                         "when nothing grading depends on has changed either)")
+    g.add_argument("--db", default=None, metavar="URL",
+                   help="the class gradebook in a database several graders share (any SQLAlchemy URL nbgrader "
+                        "accepts, e.g. postgresql://grader@dbhost/course; the password from PGPASSWORD or ~/.pgpass). "
+                        "Default: OUT/gradebook.db (SQLite)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -155,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return gradescope_main(argv_gs)
         if args.command == "formgrader":
             from .formgrader import main as formgrader_main
-            return formgrader_main([str(args.out), "--port", str(args.port)] + (["--no-browser"] if args.no_browser else []))
+            return formgrader_main([str(args.out), "--port", str(args.port)] + (["--no-browser"] if args.no_browser else [])
+                                   + (["--db", args.db] if args.db else []))
         if args.command == "schedule":
             from .schedule import print_schedule
             print_schedule(repo)
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_pids=args.max_pids, run_illustrative=args.run_illustrative,
                         test_cell_timeout=args.test_cell_timeout, time_factor=args.time_factor,
                         time_floor=args.time_floor, force=args.force,
-                        scheduler=args.scheduler)
+                        scheduler=args.scheduler, db=args.db)
         print_table(results, args.out.resolve())
         seconds = time.monotonic() - start
         print(f"graded {len(results)} submissions in {seconds:.1f} s "

@@ -7,7 +7,9 @@ course root and gradebook are OUT's) and ``OUT/source/<assignment>/`` (the instr
 assignment the gradebook knows), then starts JupyterLab in OUT on 127.0.0.1: the Nbgrader menu's
 Formgrader lists each student with the autograded score, opens the autograded notebook with our verdicts
 under the test cells, and takes manual grades and comments, which a later grading run keeps for every
-student whose submission did not change. ``nbgrader export`` run in OUT reads the same gradebook.
+student whose submission did not change. ``nbgrader export`` run in OUT reads the same gradebook. A
+gradebook that grading wrote elsewhere (``grade --db URL``: PostgreSQL, for graders working at once) is
+found through ``OUT/gradebook.url`` or ``--db URL``.
 """
 from __future__ import annotations
 
@@ -27,23 +29,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = {course_id!r}
 c.CourseDirectory.root = HERE
 c.CourseDirectory.source_directory = "source"
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, "gradebook.db")
+c.CourseDirectory.db_url = os.environ.get("COURSE_GRADEBOOK_URL") or {db_url}
 c.Exchange.root = os.path.join(HERE, ".exchange")
 '''
 
 
-def prepare(out: Path, repo: Path = REPO) -> list[str]:
-    """Make OUT ready for formgrader; return the assignments its gradebook holds."""
-    from nbgrader.api import Gradebook
+def prepare(out: Path, repo: Path = REPO, db: str | None = None) -> list[str]:
+    """Make OUT ready for formgrader; return the assignments its gradebook holds. The gradebook is ``db``
+    (a SQLAlchemy URL) when given, else the one grading noted in OUT (``--db``'s), else ``OUT/gradebook.db``."""
+    from . import gradebook
     out = Path(out)
-    db = out / "gradebook.db"
-    if not db.is_file():
+    url = gradebook.url_of(out, db)
+    if url == gradebook.sqlite_url(out / "gradebook.db") and not (out / "gradebook.db").is_file():
         raise UsageError(f"no gradebook in {out}: grade into it first (python -m autograder grade ... --out {out})")
-    with Gradebook(f"sqlite:///{db}") as gb:
+    gradebook.check(url)
+    with gradebook.opened(url) as gb:
         names = sorted(a.name for a in gb.assignments)
     from .course import nbgrader_config
     course_id = nbgrader_config(out, repo).CourseDirectory.course_id or "course"
-    (out / "nbgrader_config.py").write_text(CONFIG.format(course_id=course_id))
+    own = url == gradebook.sqlite_url(out / "gradebook.db")
+    db_url = '"sqlite:///" + os.path.join(HERE, "gradebook.db")' if own else repr(gradebook.without_password(url))
+    (out / "nbgrader_config.py").write_text(CONFIG.format(course_id=course_id, db_url=db_url))
     for name in names:
         src = solutions_dir(repo) / name
         dest = out / "source" / name
@@ -70,14 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="a folder grading wrote (python -m autograder grade --out OUT)")
     p.add_argument("--port", type=int, default=8890)
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="the class gradebook, when grading wrote it elsewhere than OUT (grade's --db)")
     args = p.parse_args(argv)
     try:
-        names = prepare(args.out)
+        names = prepare(args.out, db=args.db)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"formgrader on {args.out} ({', '.join(names)}): JupyterLab's Nbgrader menu > Formgrader; Ctrl-C ends it")
     os.chdir(args.out)                    # nbgrader's server extension reads nbgrader_config.py from here
+    if args.db:                           # the password, if any, stays out of nbgrader_config.py
+        os.environ["COURSE_GRADEBOOK_URL"] = args.db
     cmd = command(args.out, args.port, browser=not args.no_browser)
     os.execv(cmd[0], cmd)
     return 0

@@ -66,7 +66,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
           submission_timeout: float = 600.0, repo: Path = REPO, quiet: bool = False, sandbox: str = "auto",
           memory_mb: int = 6144, max_pids: int = 256, run_illustrative: bool = False,
           test_cell_timeout: float | None = None, time_factor: float | None = None,
-          time_floor: float | None = None, force: bool = False, scheduler: str | None = None) -> list[dict]:
+          time_floor: float | None = None, force: bool = False, scheduler: str | None = None,
+          db: str | None = None) -> list[dict]:
     """Grade every student folder of ``submissions``; return one summary dict per student.
 
     Cells the instructor tagged ``illustrative`` in ``solutions/`` are not run (``autograder.cells``)
@@ -75,7 +76,8 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
     submission and everything else grading depends on are unchanged since the last run into ``out`` is
     reused from ``out/.cache`` (``autograder.cache``), unless ``force``. With ``scheduler`` (a Dask scheduler's
     address) the submissions are graded on that cluster (``autograder.cluster``), else ``workers`` at a time
-    here.
+    here. The class gradebook is ``out/gradebook.db`` unless ``db`` (a SQLAlchemy URL nbgrader accepts:
+    PostgreSQL for graders sharing it) names another (``autograder.gradebook``).
 
     ``submission_timeout`` is each submission's budget: cells past it are not run (and say so); the
     worker is killed 60 s later if it is still running, and scored from the records it left."""
@@ -88,11 +90,14 @@ def grade(assignment: str, submissions: Path, out: Path, *, workers: int = 1, ce
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     cells = graded_cells(assignment, repo)
+    if db is not None:                         # a wrong URL fails before any work
+        from .gradebook import check
+        check(db)
     with contextlib.ExitStack() as stack:
         layout = _layout(submissions, assignment, cells, stack, quiet)
         return _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, repo, quiet, sandbox,
                       memory_mb, max_pids, run_illustrative, test_cell_timeout, time_factor, time_floor, force,
-                      scheduler, cells, submissions)
+                      scheduler, cells, submissions, db)
 
 
 def _layout(submissions: Path, assignment: str, cells, stack: contextlib.ExitStack, quiet: bool):
@@ -113,7 +118,7 @@ def _layout(submissions: Path, assignment: str, cells, stack: contextlib.ExitSta
 
 
 def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, repo, quiet, sandbox, memory_mb,
-           max_pids, run_illustrative, test_cell_timeout, time_factor, time_floor, force, scheduler, cells, origin):
+           max_pids, run_illustrative, test_cell_timeout, time_factor, time_floor, force, scheduler, cells, origin, db=None):
     submissions = layout.root
     students = students_in(submissions)
     if cell_timeout is None:
@@ -196,8 +201,10 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
                             course_folders(out, res["student"], assignment))
         results += [dict(res, cached=True) for res in reused.values()]
         results.sort(key=lambda r: r["student"])
-        _write_gradebook(results, out, assignment, tmp / "template" / "gradebook.db", keep_manual=unchanged,
-                         quiet=quiet)
+        from . import gradebook                # OUT/gradebook.db, or --db's
+        gradebook.write(db or gradebook.sqlite_url(out / "gradebook.db"), results, assignment,
+                        tmp / "template" / "gradebook.db", keep_manual=unchanged, quiet=quiet)
+        gradebook.remember(out, db)            # where formgrader and nbgrader export find it
     for res in results:
         if res["student"] in layout.late:
             res["late"] = True
@@ -278,79 +285,6 @@ def _copy_submitted(folder: Path, dest: Path, notebooks: list[str]) -> None:
         if path.is_file() and not path.is_symlink():
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / path.name)
-
-
-def _manual_grades(db: Path, students: set[str]) -> tuple[dict, dict]:
-    """What people entered in OUT's gradebook (formgrader): {(student, notebook, cell): (manual score,
-    extra credit)} and {(student, notebook, cell): manual comment}, for ``students``."""
-    from nbgrader.api import Gradebook, SubmittedAssignment
-    grades, comments = {}, {}
-    if not students or not db.exists():
-        return grades, comments
-    import warnings
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
-        warnings.simplefilter("ignore")
-        for sub in gb.db.query(SubmittedAssignment):
-            student = sub.student.id
-            if student not in students:
-                continue
-            for nb in sub.notebooks:
-                for g in nb.grades:
-                    if g.manual_score is not None or g.extra_credit:
-                        grades[(student, nb.name, g.name)] = (g.manual_score, g.extra_credit)
-                for c in nb.comments:
-                    if c.manual_comment:
-                        comments[(student, nb.name, c.name)] = c.manual_comment
-    return grades, comments
-
-
-def _write_gradebook(results: list[dict], out: Path, assignment: str, template: Path,
-                     keep_manual: set[str] = frozenset(), quiet: bool = True) -> None:
-    """One gradebook for the class, OUT/gradebook.db, written by this process alone after the workers:
-    consistent whatever the number of workers (nbgrader's own tools can read it: `nbgrader export`,
-    formgrader). The manual grades and comments people gave in it are kept for every student in
-    ``keep_manual`` (the submission is the same bytes as when they were given); a resubmission's are
-    dropped, and a line says whose."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    import warnings
-
-    db = out / "gradebook.db"
-    manual, comments = _manual_grades(db, {r["student"] for r in results})
-    dropped = sorted({s for (s, _, _) in [*manual, *comments]} - set(keep_manual))
-    if dropped and not quiet:
-        print(f"manual grades dropped for {len(dropped)} resubmitted student(s): {', '.join(dropped)}")
-    db.unlink(missing_ok=True)
-    shutil.copy(template, db)
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
-        warnings.simplefilter("ignore")          # SQLAlchemy's SAWarning about nbgrader's own relationships
-        for r in results:
-            gb.update_or_create_student(r["student"])
-            try:
-                gb.find_submission(assignment, r["student"])
-            except MissingEntry:
-                gb.add_submission(assignment, r["student"])
-            for row in r["rows"]:
-                try:
-                    g = gb.find_grade(row["grade_id"], row["notebook"], assignment, r["student"])
-                except MissingEntry:
-                    continue
-                if row["status"] == NEEDS_MANUAL:          # nbgrader's way: no score until a person gives one
-                    g.auto_score, g.needs_manual_grade = None, True
-                else:
-                    g.auto_score, g.needs_manual_grade = row["score"], False
-                kept = manual.get((r["student"], row["notebook"], row["grade_id"]))
-                if kept is not None and r["student"] in keep_manual:
-                    g.manual_score, g.extra_credit = kept
-                    g.needs_manual_grade = False
-            if r["student"] in keep_manual:
-                for (student, notebook, name), text in comments.items():
-                    if student == r["student"]:
-                        try:
-                            gb.find_comment(name, notebook, assignment, student).manual_comment = text
-                        except MissingEntry:
-                            pass
-        gb.db.commit()
 
 
 def _run_worker(spec: dict, budget: float) -> dict:

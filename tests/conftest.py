@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["WANDB_MODE"] = "disabled"  # before anything can import wandb
 # The suite grades the same assignments dozens of times: nbgrader's generate_assignment runs once per source
@@ -65,3 +66,46 @@ def device(request: pytest.FixtureRequest):
 
     return torch.device(request.param)
 
+
+class Servers:
+    """What tests need to start a Jupyter server of their own on 127.0.0.1 (browser tests, formgrader's API)."""
+
+    @staticmethod
+    def free_port() -> int:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    @staticmethod
+    def log_tail(path: Path, n: int = 4000) -> str:
+        try:
+            return path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no server log)"
+
+    @classmethod
+    def wait_until_up(cls, proc, base: str, token: str, log: Path, what: str, seconds: float = 60) -> None:
+        """Until ``base``'s /api/status answers; the test fails with the server's log when it exits or
+        does not answer within ``seconds``."""
+        import time
+        import urllib.error
+        import urllib.request
+        deadline = time.monotonic() + seconds
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited ({proc.returncode}):\n{cls.log_tail(log)}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer /api/status within {seconds:g} s:\n{cls.log_tail(log)}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def servers():
+    return Servers
