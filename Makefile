@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps browser-deps db-deps demo test nbval formgrader lab release grade bench clean
+.PHONY: setup sandbox-deps browser-deps db-deps demo test nbval formgrader export lab release grade bench clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,9 @@ nbval: setup
 
 formgrader: setup
 	$(PY) -m autograder formgrader $(OUT) $(if $(DB),--db $(DB))
+
+export: setup
+	$(PY) -m autograder export $(OUT) $(if $(DB),--db $(DB))
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -9,6 +9,9 @@
       write DIR/autograder.zip: a Gradescope autograder (setup.sh, run_autograder, only this assignment)
   python -m autograder formgrader OUT [--port P]
       nbgrader's formgrader in JupyterLab on a graded OUT (an nbgrader course root), for manual grading
+  python -m autograder export OUT [--db URL]
+      after manual grading (formgrader): the final grades into OUT's grades.csv, details.csv and canvas.csv,
+      and the feedback pages again with the graders' scores and comments
   python -m autograder schedule
       the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--port", type=int, default=8890)
     fg.add_argument("--no-browser", action="store_true")
     fg.add_argument("--db", default=None, metavar="URL",
+                    help="the class gradebook, when grading wrote it elsewhere than OUT (grade's --db)")
+
+    ex = sub.add_parser("export", help="after manual grading: final grades into OUT's CSVs, feedback with the "
+                                       "graders' comments")
+    ex.add_argument("out", type=Path, help="a folder grading wrote (--out of grade)")
+    ex.add_argument("--db", default=None, metavar="URL",
                     help="the class gradebook, when grading wrote it elsewhere than OUT (grade's --db)")
 
     g = sub.add_parser("grade", help="grade a folder of submissions")
@@ -163,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             from .formgrader import main as formgrader_main
             return formgrader_main([str(args.out), "--port", str(args.port)] + (["--no-browser"] if args.no_browser else [])
                                    + (["--db", args.db] if args.db else []))
+        if args.command == "export":
+            from .export import export
+            from .grade import is_final, print_table
+            results = export(args.out, db=args.db, repo=repo)
+            print_table(results, args.out.resolve())
+            final = sum(is_final(r) for r in results)
+            print(f"{final} of {len(results)} totals are final"
+                  + (f"; {len(results) - final} await a grader (formgrader)" if final < len(results) else ""))
+            return 0
         if args.command == "schedule":
             from .schedule import print_schedule
             print_schedule(repo)

@@ -4,9 +4,11 @@ zip, a Gradescope export, nbgrader's ``submitted/``: ``autograder.layouts`` copi
 Writes into OUT, an nbgrader course root (formgrader and ``nbgrader export`` read it):
   grades.csv                      student, assignment, score, max_score, final
   details.csv                     student, notebook, grade_id, score, max_score, status, message
-                                  (status: passed / failed / error / timeout / missing / needs manual grade)
+                                  (status: passed / failed / error / timeout / missing / needs manual grade /
+                                  graded by hand)
   canvas.csv                      the scores in the form of Canvas's gradebook import
-  gradebook.db                    nbgrader's gradebook of the class (manual grades given in it are kept)
+  gradebook.db                    nbgrader's gradebook of the class (manual grades given in it are kept and
+                                  counted in the CSVs and the feedback: ``autograder.export``)
   submitted/<student>/<assignment>/<nb>.ipynb    a copy of what the student handed in
   autograded/<student>/<assignment>/<nb>.ipynb   as graded, the verdicts under the test cells
   feedback/<student>/<assignment>/<nb>.html      what the student sees: scores, their code, visible tests
@@ -208,10 +210,10 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
     for res in results:
         if res["student"] in layout.late:
             res["late"] = True
-    _write_csvs(results, out, assignment)
-    from .layouts import write_canvas_csv
-    write_canvas_csv([r if is_final(r) else dict(r, score=None) for r in results],   # no partial total
-                     out / "canvas.csv", assignment, layout.names, id_column=CANVAS_ID[layout.kind])
+    from . import export                       # the CSVs and feedback with what graders entered
+    export.save_class(out, assignment, results, layout.names, CANVAS_ID[layout.kind])
+    results = export.finish(out, gradebook.url_of(out, db), assignment, results, layout.names,
+                            CANVAS_ID[layout.kind], repo)
     pending = [r["student"] for r in results if not is_final(r)]
     if pending and not quiet:
         print(f"{len(pending)} of {len(results)} totals are not final: answers graded by hand await a grader "

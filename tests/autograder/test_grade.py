@@ -250,3 +250,30 @@ def test_written_answers_await_a_grader(graded):
         assert found[("blank", gid)]["status"] == "missing" and found[("blank", gid)]["score"] == "0"
     assert grades["complete"]["final"] == ("no" if written else "yes")
     assert grades["blank"]["final"] == "yes"
+
+
+def test_feedback_made_again_after_manual_grading_still_hides_the_hidden_tests(graded, rope_hidden_lines, tmp_path):
+    """export remakes a page with nbgrader's GenerateFeedback from the autograded notebook (which holds
+    the hidden tests): the grader's comment and the verdicts are on it, no hidden-test line is."""
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    from autograder.export import export
+    out = tmp_path / "out"
+    shutil.copytree(graded[0], out)
+    written = next(c for c in graded_cells("rope") if c.kind == "manual")
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        for student in ("complete", "ignores_base"):
+            g = gb.find_grade(written.grade_id, "rope", "rope", student)
+            g.manual_score, g.needs_manual_grade = written.max_score, False
+            gb.find_comment(written.grade_id, "rope", "rope", student).manual_comment = f"Well argued, {student}."
+        gb.db.commit()
+    results = {r["student"]: r for r in export(out)}
+    assert results["complete"]["score"] == MAX
+    for student in ("complete", "ignores_base"):
+        text = _text(out / "feedback" / student / "rope" / "rope.html")
+        assert f"Well argued, {student}." in text
+        assert "HIDDEN TESTS" not in text and not [line for line in rope_hidden_lines if line in text]
+    assert "Grader's verdict: failed: " + graded[1]["ignores_base"]["test_apply_rope_pairs"]["message"] in \
+        _text(out / "feedback" / "ignores_base" / "rope" / "rope.html")

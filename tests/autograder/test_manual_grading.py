@@ -2,7 +2,9 @@
 fixtures (``nbgrader/tests/apps/files``) and checked against nbgrader's own ``autograde`` of the same
 course (the oracle: plain nbgrader, no sandbox, its gradebook read back). A written answer left as
 released scores 0 (final); one the student wrote needs a manual grade, with no score until a person gives
-one, in the gradebook, grades.csv (``final``), details.csv, canvas.csv and the feedback."""
+one, in the gradebook, grades.csv (``final``), details.csv, canvas.csv and the feedback. After a person
+grades them (in the gradebook, as formgrader does), ``python -m autograder export`` counts the grades as
+nbgrader's own ``nbgrader export`` does and puts the comments on the feedback pages."""
 import csv
 import shutil
 from pathlib import Path
@@ -164,7 +166,8 @@ def test_a_manual_grade_survives_a_rerun_and_reaches_nbgrader_export(graded, tmp
         assert gb.find_comment("baz", "p1", "ps1", "bar").manual_comment == "Good, but say why."
         assert gb.find_grade("baz", "p1", "ps1", "foo").needs_manual_grade     # foo's new answer awaits a grader
         bar_total = gb.find_submission("ps1", "bar").score
-    assert bar_total == pytest.approx(results["bar"]["score"] + 1.5)
+    assert bar_total == pytest.approx(graded[1]["bar"]["score"] + 1.5)   # the autograder's points and bar's grade
+    assert results["bar"]["score"] == pytest.approx(bar_total)           # counted by this run too
     csv_path = tmp_path / "export.csv"
     subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CourseDirectory.root={out}",
                     f"--CourseDirectory.db_url=sqlite:///{out / 'gradebook.db'}", f"--to={csv_path}"],
@@ -172,3 +175,119 @@ def test_a_manual_grade_survives_a_rerun_and_reaches_nbgrader_export(graded, tmp
     with open(csv_path) as f:
         exported = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}
     assert exported["bar"] == pytest.approx(bar_total)
+
+
+def _give(out: Path, entries: dict, comments: dict) -> None:
+    """What a grader does in formgrader: {(student, notebook, cell): score}, {(...): comment}."""
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        for (student, nb, cell), score in entries.items():
+            g = gb.find_grade(cell, nb, "ps1", student)
+            g.manual_score, g.needs_manual_grade = score, False
+        for (student, nb, cell), text in comments.items():
+            gb.find_comment(cell, nb, "ps1", student).manual_comment = text
+        gb.db.commit()
+
+
+def _nbgrader_export(out: Path, cwd: Path) -> dict:
+    """{student: score} as nbgrader's own ``nbgrader export`` counts the gradebook (the oracle)."""
+    import subprocess
+    import sys
+    path = cwd / "nbgrader-export.csv"
+    subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CourseDirectory.root={out}",
+                    f"--CourseDirectory.db_url=sqlite:///{out / 'gradebook.db'}", f"--to={path}"],
+                   check=True, capture_output=True, cwd=cwd)
+    with open(path) as f:
+        return {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}
+
+
+def _export(course: Path, out: Path, *more: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), "export", str(out), *more],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def _pending(out: Path) -> dict:
+    """{student: True when a cell of theirs awaits a grader}, from nbgrader's gradebook."""
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        return {s.student.id: any(g.needs_manual_grade for nb in s.notebooks for g in nb.grades)
+                for s in gb.find_assignment("ps1").submissions}
+
+
+def test_export_after_manual_grading_counts_what_graders_gave(graded, tmp_path):
+    """bar's two answers get grades and a comment, foo's failing test cell a score by hand; export: the
+    CSVs count them as nbgrader export does, say which totals are final, and bar's feedback shows the
+    grader's score and comment; the submissions and the autograded notebooks are not touched."""
+    _, results, _, tmp = graded
+    for name in ("out", "subs", "course"):
+        shutil.copytree(tmp / name, tmp_path / name)
+    out = tmp_path / "out"
+    untouched = {p: p.read_bytes() for p in sorted([*(out / "submitted").rglob("*.ipynb"),
+                                                    *(out / "autograded").rglob("*.ipynb")])}
+    _give(out, {("bar", "p1", "baz"): 1.5, ("bar", "p1", "quux"): 2.0, ("foo", "p1", "bar"): 1.0},
+          {("bar", "p1", "baz"): "Good, but say *why* it holds."})
+    done = _export(tmp_path / "course", out)
+    assert done.returncode == 0, done.stderr
+    assert "2 of 3 totals are final; 1 await a grader" in done.stdout
+    expected, pending = _nbgrader_export(out, tmp_path), _pending(out)
+    with open(out / "grades.csv") as f:
+        grades = {r["student"]: r for r in csv.DictReader(f)}
+    assert {s: float(r["score"]) for s, r in grades.items()} == pytest.approx(expected)
+    assert {s: r["final"] for s, r in grades.items()} == {s: "no" if pending[s] else "yes" for s in pending}
+    assert grades["bar"]["final"] == "yes" and grades["foo"]["final"] == "no"      # foo's answers still wait
+    with open(out / "details.csv") as f:
+        rows = {(r["student"], r["grade_id"]): r for r in csv.DictReader(f)}
+    assert rows[("bar", "baz")]["status"] == "graded by hand" and float(rows[("bar", "baz")]["score"]) == 1.5
+    assert rows[("foo", "bar")]["status"] == "error" and float(rows[("foo", "bar")]["score"]) == 1.0
+    assert "a grader set the score to 1" in rows[("foo", "bar")]["message"]
+    with open(out / "canvas.csv") as f:
+        canvas = {r["SIS Login ID"]: r["ps1"] for r in csv.DictReader(f) if r["Student"] != "Points Possible"}
+    assert float(canvas["bar"]) == pytest.approx(expected["bar"]) and canvas["foo"] == ""
+    page = (out / "feedback" / "bar" / "ps1" / "p1.html").read_text()
+    assert "Good, but say <em>why</em> it holds." in page          # the comment, as markdown
+    assert "Score: 1.5 / 2.0" in page
+    from autograder.preprocessors import PENDING_NOTE
+    note = PENDING_NOTE.split("**")[2].split(":")[0].strip()
+    assert note not in page                                        # nothing of bar's awaits a grader now
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        waiting = sum(g.needs_manual_grade for nb in gb.find_submission("ps1", "foo").notebooks for g in nb.grades)
+    assert waiting and sum(p.read_text().count(note) for p in (out / "feedback" / "foo").rglob("*.html")) == waiting
+    assert (out / "feedback" / "bar" / "ps1" / "p2.html").is_file()   # the page of bar's missing notebook stays
+    assert {p: p.read_bytes() for p in untouched} == untouched
+
+    # a rerun after foo resubmits: bar's grades and comment stay in every file, without regrading bar
+    shutil.copy(FILES / "submitted-changed.ipynb", tmp_path / "subs" / "foo" / "p1.ipynb")
+    again = {r["student"]: r for r in grade("ps1", tmp_path / "subs", out, workers=2, quiet=True, sandbox="auto",
+                                              repo=tmp_path / "course")}
+    assert again["bar"].get("cached")
+    assert again["bar"]["score"] == pytest.approx(_nbgrader_export(out, tmp_path)["bar"]) == pytest.approx(expected["bar"])
+    assert "Good, but say <em>why</em> it holds." in (out / "feedback" / "bar" / "ps1" / "p1.html").read_text()
+
+
+def test_a_comment_changed_after_export_reaches_the_page_on_the_next_export(graded, tmp_path):
+    _, _, _, tmp = graded
+    for name in ("out", "course"):
+        shutil.copytree(tmp / name, tmp_path / name)
+    out = tmp_path / "out"
+    _give(out, {}, {("bar", "p1", "baz"): "First thought."})
+    assert _export(tmp_path / "course", out).returncode == 0
+    page = out / "feedback" / "bar" / "ps1" / "p1.html"
+    assert "First thought." in page.read_text()
+    foo_page = (out / "feedback" / "foo" / "ps1" / "p1.html").read_bytes()
+    _give(out, {}, {("bar", "p1", "baz"): "Second thought."})
+    assert _export(tmp_path / "course", out).returncode == 0
+    assert "Second thought." in page.read_text() and "First thought." not in page.read_text()
+    assert (out / "feedback" / "foo" / "ps1" / "p1.html").read_bytes() == foo_page   # no entries: not remade
+
+
+@pytest.mark.parametrize("make", ["empty", "missing"])
+def test_export_of_a_folder_never_graded_is_one_line_error(tmp_path, make):
+    out = tmp_path / "out"
+    if make == "empty":
+        out.mkdir()
+    done = _export(REPO, out)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and str(out) in done.stderr, done.stderr
