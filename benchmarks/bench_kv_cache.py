@@ -59,7 +59,7 @@ def main() -> None:
 
     import matplotlib
     matplotlib.use("Agg")
-    from course_lib.attention.kv_plots import plot_time_per_token
+    from course_lib.attention.plots import plot_time_per_token
     OUT.mkdir(parents=True, exist_ok=True)
     fig = plot_time_per_token(runs, start_len=1, title=f"TinyDecoder, greedy decoding of {N_NEW} tokens, "
                                                        f"{threads()}: {speedup:.1f}x faster with the KV cache")

@@ -5,6 +5,7 @@ rope.py            rotary position embeddings (explicit R_{Θ,m}, adjacent pairs
 kv_cache.py        a preallocated KV cache, cached attention, a small RoPE decoder with generate()
 gqa.py             grouped-query attention (MHA and MQA as special cases), parameter and cache counts
 sliding_window.py  the ½w+1 window: naive, for-loop and sliding chunks; Mistral's rolling buffer cache
+plots.py           the figures of the rope, kv_cache and gqa notebooks (matplotlib; not imported here)
 """
 from . import core, gqa, kv_cache, rope, sliding_window
 from .core import additive_mask, attention, causal_mask, merge_heads, multi_head_attention, split_heads

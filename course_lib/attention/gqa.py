@@ -47,7 +47,6 @@ __all__ = [
     "grouped_query_attention_layer",
     "repeat_kv_weight",
     "GroupedQueryAttention",
-    "plot_head_groups",
 ]
 
 Rope = Callable[[Tensor, Tensor], Tensor]          # rope(x (…, T, d), positions) -> rotated x, e.g. apply_rope_halves
@@ -304,50 +303,10 @@ class GroupedQueryAttention(nn.Module):
                 f"d_head={self.d_head}, causal={self.causal}, rope={getattr(self.rope, '__name__', self.rope)}")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Figure: the lecture's MHA / GQA / MQA diagram
-# ---------------------------------------------------------------------------------------------------------
-
-def plot_head_groups(h_q: int = 8, h_kvs: tuple[int, ...] = (8, 2, 1),
-                     repeat: Callable[[Tensor, int], Tensor] | None = None):
-    """The lecture's figure (Ainslie et al. 2023, Fig. 2): query heads (top) and the key/value heads they
-    use (bottom), one panel per h_kv; h_kv = h_q is MHA, h_kv = 1 MQA, anything between GQA.
-
-    Which key/value head each query head uses is read off ``repeat`` (a ``repeat_kv``, e.g. the student's)
-    applied to the kv-head numbers 0..h_kv-1; without it, from the rule i = n // g. Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    fig, axes = plt.subplots(1, len(h_kvs), figsize=(4.2 * len(h_kvs), 3.2), layout="constrained")
-    axes = [axes] if len(h_kvs) == 1 else list(axes)
-    colors = plt.cm.tab10.colors
-    for ax, h_kv in zip(axes, h_kvs):
-        g = group_size(h_q, h_kv)
-        if repeat is None:
-            owner = [n // g for n in range(h_q)]                               # the lecture's rule, i = n // g
-        else:                                                                  # ask repeat_kv: repeat the kv-head numbers
-            ids = torch.arange(h_kv, dtype=torch.float64).reshape(1, h_kv, 1, 1)
-            owner = repeat(ids, g).reshape(-1).round().long().tolist()
-        if len(owner) != h_q:
-            raise ValueError(f"repeat(x, {g}) gave {len(owner)} heads, expected h_q = {h_q}")
-        qx = [n * 1.0 for n in range(h_q)]
-        kx = [(i + 0.5) * h_q / h_kv - 0.5 for i in range(h_kv)]
-        for n, i in enumerate(owner):
-            ax.plot([qx[n], kx[i]], [1.0, 0.25], color=colors[i % 10], lw=1.5, zorder=1)
-            ax.add_patch(Rectangle((qx[n] - 0.35, 1.0), 0.7, 0.45, color=colors[i % 10], alpha=0.35, zorder=2))
-        for i in range(h_kv):
-            for row in (-0.25, -0.75):                      # V^{(i)} above K^{(i)}
-                ax.add_patch(Rectangle((kx[i] - 0.35, row), 0.7, 0.45, color=colors[i % 10], zorder=2))
-                ax.text(kx[i], row + 0.225, str(i), color="white",
-                        ha="center", va="center", fontsize=9, zorder=3)
-        kind = "multi-head (MHA)" if h_kv == h_q else "multi-query (MQA)" if h_kv == 1 else "grouped-query (GQA)"
-        ax.set_title(f"{kind}\nh_q = {h_q}, h_kv = {h_kv}, g = {g}")
-        ax.set_xlim(-0.8, h_q - 0.2)
-        ax.set_ylim(-0.9, 1.6)
-        ax.set_yticks([-0.525, -0.025, 1.225], ["keys", "values", "queries"])
-        ax.set_xticks(range(h_q), [str(n) for n in range(h_q)])
-        ax.set_xlabel("query head n = i·g + j")
-        for side in ("top", "right", "left"):
-            ax.spines[side].set_visible(False)
-    return fig
+def __getattr__(name: str):
+    """``gqa.plot_head_groups`` is kept for notebooks released before ``course_lib.attention.plots`` held
+    the figures; it is looked up on first use, so importing this module does not import matplotlib."""
+    if name == "plot_head_groups":
+        from .plots import plot_head_groups
+        return plot_head_groups
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

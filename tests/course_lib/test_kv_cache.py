@@ -527,12 +527,12 @@ def test_wrong_cache_sizes_fail():
 def test_plots_draw():
     import matplotlib.pyplot as plt
 
-    from course_lib.attention import kv_plots
-    figs = [kv_plots.plot_cache_anatomy(t=5, d=3),
-            kv_plots.plot_time_per_token({"with": torch.rand(50), "without": torch.rand(50)}, 4, title="t"),
-            kv_plots.plot_cache_memory(kv_cache_bytes, {"7B": (32, 32, 128)}, 4096)]
+    from course_lib.attention import plots
+    figs = [plots.plot_cache_anatomy(t=5, d=3),
+            plots.plot_time_per_token({"with": torch.rand(50), "without": torch.rand(50)}, 4, title="t"),
+            plots.plot_cache_memory(kv_cache_bytes, {"7B": (32, 32, 128)}, 4096)]
     for fig in figs:
         assert fig.axes and all(ax.get_title() for ax in fig.axes)
         plt.close(fig)
     with pytest.raises(ValueError):
-        kv_plots.plot_cache_anatomy(t=1)
+        plots.plot_cache_anatomy(t=1)
