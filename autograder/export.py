@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -111,8 +112,10 @@ def refresh_feedback(out: Path, url: str, assignment: str, stamps: dict[str, str
         for student in todo:
             res = api.generate_feedback(assignment, student, force=True)
             pages = sorted((Path(made) / student / assignment).glob("*.html"))
-            if not res.get("success") or not pages:
-                continue              # the pages grading made stay; the log of nbgrader says why
+            if not res.get("success") or not pages:     # the pages grading made stay
+                why = ((res.get("error") or res.get("log") or "no page made").strip().splitlines() or ["?"])[-1]
+                print(f"feedback of {student} not made again: nbgrader: {why}", file=sys.stderr)
+                continue
             folders = course_folders(out, student, assignment)
             kept = out / DIR / student / "feedback"
             for page in pages:
