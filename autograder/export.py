@@ -8,6 +8,7 @@ graders filled in formgrader (OUT's ``gradebook.db``, or grading's ``--db``) and
   student's total stays not final (``final`` no, empty in canvas.csv); a test cell whose score a grader
   changed counts with the grader's score (nbgrader's rule: a manual score replaces the automatic one;
   extra credit is added), its message says so;
+* writes the class report again (``autograder.report``: ``report.html``, ``report/*.csv``);
 * regenerates the feedback pages of every student a grader scored or commented, with nbgrader's own
   GenerateFeedback and the course's feedback preprocessors (its GetGrades puts the grader's score and
   comment under each cell; hidden tests stay out, as in grading's own pages). A page says in an HTML
@@ -37,7 +38,8 @@ STAMP = "<!-- graders' entries: {} -->"    # in a regenerated page: the hash of 
 
 def save_class(out: Path, assignment: str, results: list[dict], names: dict, id_column: str) -> None:
     """Keep what ``export`` needs of a grading run: the rows as the autograder gave them."""
-    kept = [{k: r[k] for k in ("student", "max_score", "rows", "late") if k in r} for r in results]
+    kept = [{k: r[k] for k in ("student", "max_score", "rows", "late", "seconds", "cached", "timed_out") if k in r}
+            for r in results]
     path = Path(out) / DIR / CLASS
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -140,6 +142,11 @@ def finish(out: Path, url: str, assignment: str, results: list[dict], names: dic
     write_canvas_csv([r if is_final(r) else dict(r, score=None) for r in final],   # no partial total
                      out / "canvas.csv", assignment, names or {}, id_column=id_column)
     refresh_feedback(out, url, assignment, _stamps(grades, comments), repo)
+    try:                                       # the class report: never a reason for grading to fail
+        from .report import write
+        write(out, assignment, final)
+    except Exception as e:                     # noqa: BLE001 (the grades are written; say what is missing)
+        print(f"class report not made: {type(e).__name__}: {e}", file=sys.stderr)
     return final
 
 

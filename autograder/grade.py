@@ -14,6 +14,9 @@ Writes into OUT, an nbgrader course root (formgrader and ``nbgrader export`` rea
   feedback/<student>/<assignment>/<nb>.html      what the student sees: scores, their code, visible tests
                                   and the one-line verdict of the hidden tests (never their source)
   logs/<student>.log              nbgrader's log, for the instructor
+  report.html, report/*.csv       what the class did: scores, pass rates and verdicts per exercise, grading
+                                  times, missing notebooks (``autograder.report``); report/similarity.html
+                                  and .csv: who handed in the same code (``autograder.similarity``)
 
 Each student is graded by its own process (``autograder.worker``) in its own temporary course root,
 ``workers`` at a time, under a wall-clock budget: a broken or endless submission costs at most that
@@ -207,6 +210,7 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
         gradebook.write(db or gradebook.sqlite_url(out / "gradebook.db"), results, assignment,
                         tmp / "template" / "gradebook.db", keep_manual=unchanged, quiet=quiet)
         gradebook.remember(out, db)            # where formgrader and nbgrader export find it
+        _similarity(out, assignment, tmp / "template" / "release" / assignment, students, quiet)
     for res in results:
         if res["student"] in layout.late:
             res["late"] = True
@@ -219,6 +223,24 @@ def _grade(assignment, layout, out, workers, cell_timeout, submission_timeout, r
         print(f"{len(pending)} of {len(results)} totals are not final: answers graded by hand await a grader "
               f"(grades.csv's final column; canvas.csv leaves them empty)")
     return results
+
+
+def _similarity(out: Path, assignment: str, release: Path, students: list[str], quiet: bool) -> None:
+    """``OUT/report/similarity.{csv,html}`` (``autograder.similarity``), for two students or more; a failure
+    is said on stderr and costs nothing else."""
+    for name in ("similarity.csv", "similarity.html"):
+        (out / "report" / name).unlink(missing_ok=True)
+    if len(students) < 2:
+        return
+    try:
+        from .similarity import write
+        pairs = write(out, assignment, release, students)
+    except Exception as e:                     # noqa: BLE001 (the grades do not depend on it)
+        print(f"similarity report not made: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    flagged = sum(p.flagged for p in pairs)
+    if flagged and not quiet:
+        print(f"similarity: {flagged} pairs of students share most of their code ({out / 'report' / 'similarity.html'})")
 
 
 def _grade_all(assignment, students, submissions, tmp, repo, cells, cell_timeout, tier, run, uid_run,
@@ -440,4 +462,5 @@ def print_table(results: list[dict], out: Path, file=sys.stdout) -> None:
         note = ", ".join(f"{s}: {sum(row['status'] == s for row in r['rows'])}" for s in statuses)
         print(f"{r['student']:<{width}}  {r['score']:>6g}  {r['max_score']:>5g}  {note}", file=file)
     print(f"\ngrades:   {out / 'grades.csv'}\ndetails:  {out / 'details.csv'}\ncanvas:   {out / 'canvas.csv'}\n"
-          f"feedback: {out / 'feedback'}/<student>/<assignment>/<notebook>.html", file=file)
+          f"feedback: {out / 'feedback'}/<student>/<assignment>/<notebook>.html\n"
+          f"report:   {out / 'report.html'} (the class; report/similarity.html: who handed in the same code)", file=file)

@@ -217,7 +217,7 @@ def test_grade_table_printed_by_the_cli(tmp_path):
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["student", "score", "max"])
     table = {line.split()[0]: line.split()[1:3] for line in lines[header + 1:] if line.strip() and
-             not line.startswith(("grades:", "details:", "canvas:", "feedback:", "graded "))}
+             not line.startswith(("grades:", "details:", "canvas:", "feedback:", "report:", "graded "))}
     assert table["alice"] == [f"{TOTAL:g}", f"{MAX:g}"]        # the written answer awaits a grader
     assert 0 < float(table["bob"][0]) < TOTAL and set(table) == {"alice", "bob"}
     assert "feedback:" in proc.stdout and (out / "grades.csv").exists() and (out / "canvas.csv").exists()
