@@ -129,9 +129,10 @@ def restore(out: Path, student: str, folders: dict[str, Path]) -> None:
 
 
 def prune(out: Path, students: list[str]) -> None:
-    """Forget the entries of students who are no longer in the submissions folder."""
+    """Forget the entries of students who are no longer in the submissions folder (the grader's own
+    folders, ``.built`` and ``.matplotlib``, start with a dot, as no student's name does)."""
     root = Path(out) / DIR
     if root.is_dir():
         for folder in root.iterdir():
-            if folder.is_dir() and folder.name not in students and folder.name != BUILT:
+            if folder.is_dir() and folder.name not in students and not folder.name.startswith("."):
                 shutil.rmtree(folder, ignore_errors=True)

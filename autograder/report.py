@@ -26,7 +26,9 @@ import base64
 import csv
 import html
 import io
+import os
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +39,24 @@ CASE = re.compile(r"^(?P<exercise>[\w.]+), case (?P<case>\d+/\d+ '[^']*') on (?P
 NUMBER = re.compile(r"(?<![\w/])[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?(?![\w/])")
 TOP = 5                      # verdicts per exercise, slowest submissions shown in the page
 UNREADABLE = ("not a readable notebook", "notebook not submitted")
+
+
+def load_matplotlib(out: Path) -> None:
+    """Import matplotlib with its configuration and font cache in ``OUT/.cache/.matplotlib`` (unless
+    ``MPLCONFIGDIR`` names a folder): the grader writes nothing into HOME. matplotlib keeps the folder it
+    found at its first import, so the variable is set for that import only (kernels get their own)."""
+    if "matplotlib" in sys.modules or os.environ.get("MPLCONFIGDIR"):
+        return
+    from .cache import DIR
+    folder = Path(out) / DIR / ".matplotlib"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["MPLCONFIGDIR"] = str(folder)
+    try:
+        import matplotlib
+        matplotlib.get_configdir(), matplotlib.get_cachedir()
+        import matplotlib.font_manager  # noqa: F401  (its font cache, written once)
+    finally:
+        del os.environ["MPLCONFIGDIR"]
 
 
 def verdict_of(message: str) -> tuple[str, str, str]:
@@ -199,6 +219,7 @@ VERDICT_COLUMNS = ["notebook", "grade_id", "status", "case", "device", "verdict"
 def write(out: Path, assignment: str, results: list[dict]) -> Path:
     """``OUT/report.html`` and ``OUT/report/*.csv`` for ``results`` (the rows of details.csv); returns the page."""
     out = Path(out)
+    load_matplotlib(out)
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
     stats, verdicts, trouble, timing = exercise_stats(results), common_verdicts(results), problems(results), times(results)

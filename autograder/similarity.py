@@ -158,6 +158,8 @@ def class_codes(out: Path, assignment: str, release: Path) -> tuple[dict[str, st
 
 def write(out: Path, assignment: str, release: Path, students: list[str]) -> list[Pair]:
     """``OUT/report/similarity.csv`` and ``similarity.html`` for the class; returns the ranked pairs."""
+    from .report import load_matplotlib
+    load_matplotlib(out)                       # copydetect imports matplotlib: not into HOME
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     codes, unreadable, template = class_codes(out, assignment, release)
