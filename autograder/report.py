@@ -32,9 +32,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-STATUSES = ["passed", "failed", "error", "timeout", "missing", "needs manual grade", "graded by hand"]
+from .export import GRADED_BY_HAND
+from .worker import NEEDS_MANUAL
+
+STATUSES = ["passed", "failed", "error", "timeout", "missing", NEEDS_MANUAL, GRADED_BY_HAND]
 COLORS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#ef6c00", "timeout": "#6a1b9a",
-          "missing": "#9e9e9e", "needs manual grade": "#1565c0", "graded by hand": "#64b5f6"}
+          "missing": "#9e9e9e", NEEDS_MANUAL: "#1565c0", GRADED_BY_HAND: "#64b5f6"}
 CASE = re.compile(r"^(?P<exercise>[\w.]+), case (?P<case>\d+/\d+ '[^']*') on (?P<device>[\w:]+): (?P<what>.*)$", re.S)
 NUMBER = re.compile(r"(?<![\w/])[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?(?![\w/])")
 TOP = 5                      # verdicts per exercise, slowest submissions shown in the page
@@ -80,7 +83,7 @@ def exercise_stats(results: list[dict]) -> list[dict]:
                 max_score=row["max_score"], students=0, scored=0, points=0.0, **{s: 0 for s in STATUSES}))
             e["students"] += 1
             e[row["status"]] = e.get(row["status"], 0) + 1
-            if row["status"] != "needs manual grade":
+            if row["status"] != NEEDS_MANUAL:
                 e["scored"] += 1
                 e["points"] += row["score"]
     for e in by.values():
@@ -94,7 +97,7 @@ def common_verdicts(results: list[dict]) -> list[dict]:
     groups = defaultdict(list)
     for r in results:
         for row in r["rows"]:
-            if row["status"] in ("passed", "needs manual grade", "graded by hand"):
+            if row["status"] in ("passed", NEEDS_MANUAL, GRADED_BY_HAND):
                 continue
             case, device, what = verdict_of(row.get("message") or row["status"])
             groups[(row["notebook"], row["grade_id"], row["status"], case, device, what)].append(
@@ -145,10 +148,11 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figures(assignment, results, stats, timing) -> list[tuple[str, str]]:
-    """[(title, base64 PNG)]: what each shows is its title."""
+def _figures(assignment, results, stats, timing) -> dict[str, tuple[str, str]]:
+    """{name: (title, base64 PNG)}: what each shows is its title (no pass-rate figure without autograded
+    cells, no time figure without times)."""
     from matplotlib.figure import Figure
-    figs = []
+    figs = {}
     edges, counts = score_bins(results)
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot()
@@ -158,7 +162,7 @@ def _figures(assignment, results, stats, timing) -> list[tuple[str, str]]:
     title = f"Scores of the {len(results)} students in {assignment} (out of {top:g} points)"
     ax.set(title=title, xlabel="score (points)", ylabel="students")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    figs.append((title, _png(fig)))
+    figs["scores"] = (title, _png(fig))
 
     labels = [f"{e['grade_id']} ({e['max_score']:g} pt)" for e in stats]
     height = 0.6 + 0.32 * len(stats)
@@ -172,7 +176,7 @@ def _figures(assignment, results, stats, timing) -> list[tuple[str, str]]:
         ax.set_xlim(0, 100)
         title = "Pass rate per autograded exercise (% of students whose test cell passed)"
         ax.set(title=title, xlabel="% of students")
-        figs.append((title, _png(fig)))
+        figs["pass_rate"] = (title, _png(fig))
 
     fig = Figure(figsize=(7, height + 0.5))
     ax = fig.add_subplot()
@@ -187,7 +191,7 @@ def _figures(assignment, results, stats, timing) -> list[tuple[str, str]]:
     title = "Statuses per exercise (students in each)"
     ax.set(title=title, xlabel="students")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize="small", frameon=False)
-    figs.append((title, _png(fig)))
+    figs["statuses"] = (title, _png(fig))
 
     if timing:
         fig = Figure(figsize=(7, 3.2))
@@ -199,7 +203,7 @@ def _figures(assignment, results, stats, timing) -> list[tuple[str, str]]:
                     xytext=(0.55, 0.8), textcoords="axes fraction", arrowprops=dict(arrowstyle="->"))
         title = f"Grading time per submission (seconds, {len(secs)} submissions)"
         ax.set(title=title, xlabel="seconds", ylabel="submissions")
-        figs.append((title, _png(fig)))
+        figs["times"] = (title, _png(fig))
     return figs
 
 
@@ -233,7 +237,7 @@ def write(out: Path, assignment: str, results: list[dict]) -> Path:
     figures = _figures(assignment, results, stats, timing)
     for old in folder.glob("figure-*.png"):
         old.unlink()
-    for i, (title, png) in enumerate(figures, 1):          # the figures as files too, for slides or an email
+    for i, (title, png) in enumerate(figures.values(), 1):          # the figures as files too, for slides or an email
         (folder / f"figure-{i}.png").write_bytes(base64.b64decode(png))
     page = out / "report.html"
     page.write_text(_page(assignment, results, stats, verdicts, trouble, timing, figures, _similarity(folder)))
@@ -254,21 +258,26 @@ def _table(head: list[str], rows: list[list]) -> str:
             + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
 
 
+def _figure_html(figures: dict, *names: str) -> list[str]:
+    e = html.escape
+    return [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{png}'><figcaption>{e(t)}</figcaption></figure>"
+            for t, png in (figures[n] for n in names if n in figures)]
+
+
 def _page(assignment, results, stats, verdicts, trouble, timing, figures, similar) -> str:
+    from .grade import is_final
     e = html.escape
     scores = [r["score"] for r in results]
-    final = sum(not any(row["status"] == "needs manual grade" for row in r["rows"]) for r in results)
+    final = sum(is_final(r) for r in results)
     mean = sum(scores) / len(scores) if scores else 0.0
     top = max([r["max_score"] for r in results] + [0])
     parts = [f"<h1>Class report: {e(assignment)}</h1>",
              f"<p>{len(results)} students; mean score {mean:.2f} of {top:g} points; {final} of {len(results)} totals "
              f"final ({len(results) - final} await a grader). The numbers are those of <code>details.csv</code>; "
              f"the same as CSV in <code>report/</code>.</p>"]
-    parts += [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{png}'><figcaption>{e(t)}</figcaption></figure>"
-              for t, png in figures[:1]]
+    parts += _figure_html(figures, "scores")
     parts.append("<h2>Exercises</h2>")
-    parts += [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{png}'><figcaption>{e(t)}</figcaption></figure>"
-              for t, png in figures[1:3]]
+    parts += _figure_html(figures, "pass_rate", "statuses")
     parts.append(_table(["notebook", "exercise", "points", "students", *STATUSES, "pass rate", "mean score"],
                         [[e(s["notebook"]), e(s["grade_id"]), f"{s['max_score']:g}", s["students"], *[s[k] for k in STATUSES],
                           "" if s["kind"] == "manual" else f"{s['pass_rate']:.0%}",
@@ -288,8 +297,7 @@ def _page(assignment, results, stats, verdicts, trouble, timing, figures, simila
         parts.append("<p>Every graded cell passed.</p>")
     if timing:
         parts.append("<h2>Grading time</h2>")
-        parts += [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{png}'><figcaption>{e(t)}</figcaption></figure>"
-                  for t, png in figures[3:]]
+        parts += _figure_html(figures, "times")
         reused = sum(t["reused"] == "yes" for t in timing)
         parts.append(f"<p>Slowest {min(TOP, len(timing))} ({reused} of {len(timing)} reused from an earlier run: "
                      "their time is that run's):</p>")

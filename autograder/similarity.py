@@ -141,19 +141,17 @@ def compare(codes: dict[str, str], template: str = "") -> list[Pair]:
     return pairs
 
 
-def class_codes(out: Path, assignment: str, release: Path) -> tuple[dict[str, str], list[str], str]:
-    """({student: own code}, students with nothing readable, the template's solution code) of the class
+def class_codes(out: Path, assignment: str, release: Path) -> tuple[dict[str, str], str]:
+    """({student: own code} of those with a readable notebook, the template's solution code) of the class
     in ``OUT/submitted`` (nbgrader's layout: the copies grading made)."""
     template = template_cells(release)
-    codes, unreadable = {}, []
+    codes = {}
     for folder in sorted((Path(out) / "submitted").glob(f"*/{assignment}")):
         notebooks = {p.stem: p for p in sorted(folder.glob("*.ipynb")) if p.is_file()}
         code = solution_code(notebooks, template)
-        if code is None:
-            unreadable.append(folder.parent.name)
-        else:
+        if code is not None:
             codes[folder.parent.name] = code
-    return codes, unreadable, "\n".join(template.values())
+    return codes, "\n".join(template.values())
 
 
 def write(out: Path, assignment: str, release: Path, students: list[str]) -> list[Pair]:
@@ -162,7 +160,7 @@ def write(out: Path, assignment: str, release: Path, students: list[str]) -> lis
     load_matplotlib(out)                       # copydetect imports matplotlib: not into HOME
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    codes, unreadable, template = class_codes(out, assignment, release)
+    codes, template = class_codes(out, assignment, release)
     pairs = compare(codes, template)
     with open(folder / "similarity.csv", "w", newline="") as f:
         w = csv.writer(f)
