@@ -99,7 +99,8 @@ def _strip(dest: Path, assignment_names: list[str], repo: Path = REPO) -> Path:
     target = Path(dest) / "course_lib"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # equivalent_mutants/: the mutation benchmark's judgements quote the references' code
+    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "equivalent_mutants"))
     import course_lib                  # the references are found in the imported package; strip the copy's
     imported = Path(course_lib.__file__).resolve().parent
     for path, qualnames in exercise_functions(assignment_names).items():

@@ -12,6 +12,9 @@ def main() -> None:
         import torch
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 
+    if sys.argv[1:2] and sys.argv[1] in ("mutation", "bench_mutation"):   # its arguments: exercises, assignments
+        importlib.import_module("benchmarks.bench_mutation").main(sys.argv[2:])
+        return
     names = sys.argv[1:] or [m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")]
     for name in names:
         module = importlib.import_module(f"benchmarks.{name if name.startswith('bench_') else 'bench_' + name}")

@@ -62,6 +62,7 @@ register(Exercise(
      _stack((32,), (64, 32, 16, 8, 4), torch.float32, scale=2.0)],
     hint="h_l = σ(W_l h_{l-1} + b_l) for every level, with W_l of shape (d_l, d_{l-1}); on rows that is "
          "h @ W.T + b; the sigmoid comes after every level, the last one included",
+    may_alias=True,      # no level (L = 0): the features are x itself
 ))
 
 

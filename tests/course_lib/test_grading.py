@@ -23,6 +23,13 @@ ROPE_EXERCISES = {
 FAILURE = re.compile(r"^(?P<exercise>\w+), case (?P<i>\d+)/(?P<n>\d+) '(?P<case>[^']+)' on (?P<device>\S+): (?P<what>.+)$")
 
 
+def passed_on(printed: str) -> str:
+    """The devices a passing check names: "cpu" from "NAME: N cases passed on cpu; device contract ..."."""
+    line = printed.strip().splitlines()[-1]
+    assert " cases passed on " in line, line
+    return line.split(" cases passed on ", 1)[1].split(";", 1)[0]
+
+
 @pytest.fixture(autouse=True)
 def _default_devices(monkeypatch):
     """Each test starts from the default device list, whatever the environment of the run says."""
@@ -63,7 +70,10 @@ def test_reference_passes_its_own_exercise(name, capsys):
     devices = [str(d) for d in grading.devices()]
     assert devices[0] == "cpu"
     printed = capsys.readouterr().out
-    assert printed == f"{name}: {len(ex.cases)} cases passed on {', '.join(devices)}\n"
+    assert printed.startswith(f"{name}: {len(ex.cases)} cases passed on {', '.join(devices)}")
+    assert printed.count("\n") == 1 and passed_on(printed) == ", ".join(devices)
+    if "cuda" not in devices:     # no GPU: the device contract was checked on the meta device
+        assert "; device contract checked on meta (no GPU here) for " in printed
 
 
 def test_all_rope_exercises_are_registered():
@@ -264,7 +274,7 @@ def test_env_var_sets_devices(monkeypatch, value, expected):
 def test_env_var_restricts_grading_to_cpu(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_GRADING_DEVICES", "cpu")
     grading.check("rope_thetas", rope.rope_thetas)
-    assert capsys.readouterr().out.strip().endswith("cases passed on cpu")
+    assert passed_on(capsys.readouterr().out) == "cpu"
 
 
 def test_env_var_devices_are_really_used(monkeypatch, capsys):
@@ -278,17 +288,19 @@ def test_env_var_devices_are_really_used(monkeypatch, capsys):
 
     grading.check("rope_thetas", spy)
     n = len(grading.exercises()["rope_thetas"].cases)
-    assert capsys.readouterr().out.strip().endswith("cases passed on cpu, cpu")
-    assert seen == [torch.device("cpu")] * (2 * n)
+    assert passed_on(capsys.readouterr().out) == "cpu, cpu"
+    assert seen[:2 * n] == [torch.device("cpu")] * (2 * n)
+    assert seen[2 * n:] == [torch.device("meta")] * n     # the device contract, with no CUDA among them
 
 
 def test_device_argument_overrides_env(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_GRADING_DEVICES", "cuda:7")      # would fail if it were used
     grading.check("apply_rope_pairs", rope.apply_rope_pairs, device=["cpu"])
     n = len(grading.exercises()["apply_rope_pairs"].cases)
-    assert f"apply_rope_pairs: {n} cases passed on cpu\n" == capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"apply_rope_pairs: {n} cases passed on cpu") and passed_on(out) == "cpu"
     grading.check("rope_matrix", rope.rope_matrix, device=[torch.device("cpu")])
-    assert capsys.readouterr().out.endswith("cases passed on cpu\n")
+    assert passed_on(capsys.readouterr().out) == "cpu"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -336,4 +348,4 @@ def test_student_stderr_and_warnings_go_to_stdout(capsys):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert "debug output" in captured.out and "UserWarning: something is deprecated" in captured.out
-    assert captured.out.strip().endswith("cases passed on cpu")
+    assert passed_on(captured.out) == "cpu"
