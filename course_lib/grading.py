@@ -106,8 +106,9 @@ class Exercise:
     gives_away: tuple[Callable, ...] = ()   # other course_lib functions that hold the answer (a loop version):
                                             # removed from the student bundle along with the reference
     # Properties checked on every case besides the values (see PROPERTIES):
-    grad: bool = False                 # gradients flow: d(w·output)/d(input) equals the reference's, for every
-                                       # float32/float64 input tensor, on the cases where the reference has one
+    grad: bool | tuple[str, ...] = False   # gradients flow: d(w·output)/d(input) equals the reference's, for every
+                                       # float32/float64 input tensor (or only those named: ("q", "k", "v"),
+                                       # "weights" covering weights[0], ...), on the cases where the reference has one
     may_alias: bool = False            # an output may be an input or a view of one (else: new tensors only)
 
 
@@ -215,7 +216,7 @@ def record(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] 
             if ex.grad and entry["error"] is None:
                 try:
                     with _stderr_to_stdout():
-                        entry["grads"] = _gradients(fn, args, kwargs, i, _names(ex.reference, args, kwargs))
+                        entry["grads"] = _gradients(fn, args, kwargs, i, _names(ex.reference, args, kwargs), ex.grad)
                 except Exception as e:
                     entry["grad_error"] = f"{type(e).__name__}: {_first_line(e)}"
             entries.append(entry)
@@ -312,9 +313,9 @@ def verify(rec: dict, *, on: Sequence[str | torch.device] | None = None) -> Verd
 
 # ------------------------------------------------------------------------------------------ properties
 def noncontiguous(case: Case) -> Case:
-    """The same case with every input tensor non-contiguous: a view with stride 2 along its last dimension
-    of size > 1, whose gaps hold NaN (floats) or zeros, so that code reading memory as if it were
-    contiguous (``.view``, ``data_ptr`` arithmetic) reads the gaps."""
+    """The same case with every input tensor non-contiguous: its last two dimensions of size > 1 swapped in
+    memory (``.view(-1)`` on it raises, as on a transposed tensor) and a stride of 2 along one of them, the
+    gaps holding NaN (floats) or zeros, so that code reading memory as if it were contiguous reads the gaps."""
     def make(g: torch.Generator, dev: torch.device):
         args, kwargs = case.make(g, dev)
         return _map(_strided, args), _map(_strided, kwargs)
@@ -332,13 +333,18 @@ def _map(f: Callable, obj: Any) -> Any:
 def _strided(t: Any) -> Any:
     if not isinstance(t, Tensor) or t.numel() == 0 or not any(s > 1 for s in t.shape):
         return t
-    d = max(i for i, s in enumerate(t.shape) if s > 1)
-    big = list(t.shape)
-    big[d] *= 2
-    buf = torch.full(big, math.nan if t.is_floating_point() else 0, dtype=t.dtype, device=t.device)
+    big = [i for i, s in enumerate(t.shape) if s > 1]
+    order = list(range(t.dim()))
+    if len(big) >= 2:
+        order[big[-1]], order[big[-2]] = order[big[-2]], order[big[-1]]
+    p = t.permute(order)                      # laid out in this order in memory
+    d = max(i for i, s in enumerate(p.shape) if s > 1)
+    wide = list(p.shape)
+    wide[d] *= 2
+    buf = torch.full(wide, math.nan if t.is_floating_point() else 0, dtype=t.dtype, device=t.device)
     view = buf[(slice(None),) * d + (slice(None, None, 2),)]
-    view.copy_(t)
-    return view
+    view.copy_(p)
+    return view.permute(order)                # a swap is its own inverse
 
 
 def _generator(case: int, stream: int = 0) -> torch.Generator:
@@ -382,14 +388,17 @@ def _aliases(out: Any, args: tuple, kwargs: dict, names: list[str]) -> str | Non
     return None
 
 
-def _gradients(fn: Callable, args: tuple, kwargs: dict, case: int, names: list[str]) -> dict | None:
+def _gradients(fn: Callable, args: tuple, kwargs: dict, case: int, names: list[str],
+               wanted: bool | tuple[str, ...] = True) -> dict | None:
     """{"names", "values"}: the gradient of Σ w·output (w seeded, one weight per output entry, in float64)
     with respect to each float32/float64 input tensor (None where nothing flows back); None when the
     case has no such input."""
     args, kwargs = _clone(args), _clone(kwargs)
     leaves = _flat(args) + _flat(kwargs)
+    named = (lambda n: True) if wanted is True else \
+        (lambda n: any(n == w or n.startswith(f"{w}[") for w in wanted))
     wrt = [j for j, t in enumerate(leaves) if isinstance(t, Tensor) and t.dtype in (torch.float32, torch.float64)
-           and t.numel()]
+           and t.numel() and named(names[j] if j < len(names) else "")]
     if not wrt:
         return None
     for j in wrt:
@@ -408,7 +417,7 @@ def _gradients(fn: Callable, args: tuple, kwargs: dict, case: int, names: list[s
 
 
 def _verify_gradients(where: str, entry: dict, ex: Exercise, args: tuple, kwargs: dict, case: int) -> None:
-    expected = _gradients(ex.reference, args, kwargs, case, _names(ex.reference, args, kwargs))
+    expected = _gradients(ex.reference, args, kwargs, case, _names(ex.reference, args, kwargs), ex.grad)
     if expected is None:
         return
     if entry.get("grad_error"):
@@ -440,8 +449,8 @@ def _run_fake(fn: Callable, case: Case, i: int) -> dict:
     meta = torch.device(FAKE_DEVICE)
 
     def fake(obj):
-        if isinstance(obj, Tensor):
-            return obj.detach().to(meta)
+        if isinstance(obj, Tensor):           # same shape, strides and dtype, no data
+            return torch.empty_strided(obj.shape, obj.stride(), dtype=obj.dtype, device=meta)
         if isinstance(obj, torch.device) and obj.type == "cpu":
             return meta
         return obj
@@ -617,6 +626,9 @@ def _compare(where: str, got: Any, expected: Any, hint: str = "", path: str = "o
         if isinstance(want, float) and isinstance(have, (int, float)) and not isinstance(have, bool) \
                 and math.isclose(have, want, rel_tol=1e-6, abs_tol=1e-9):
             return
+        if type(want) in (int, bool) and "value" in got and type(have) is not type(want):   # 6.0 is not the int 6
+            raise AssertionError(f"{where}: {path} should be the {type(want).__name__} {want!r}, got "
+                                 f"{type(have).__name__} {have!r}")
         if "value" not in got or have != want:
             raise AssertionError(f"{where}: {path} should be {want!r}, got {have!r}")
         return
