@@ -367,7 +367,7 @@ def numerical_gradient(f: Callable[[Tensor], "Tensor | float"], x: Tensor, h: fl
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    xc = x.detach().clone()
+    xc = x.detach().clone(memory_format=torch.contiguous_format)    # contiguous, so that .view(-1) works
     flat = xc.view(-1)
     grad = torch.zeros(xc.numel(), dtype=x.dtype, device=x.device)
     for i in range(flat.numel()):
