@@ -152,7 +152,7 @@ def test_kernels_on_device(device):
 def test_reference_passes_gaussian_kernel(capsys):
     ex = grading.exercises()["gaussian_kernel"]
     grading.check("gaussian_kernel", ex.reference, device=["cpu"])
-    assert "gaussian_kernel: 7 cases passed" in capsys.readouterr().out
+    assert f"gaussian_kernel: {len(ex.cases)} cases passed" in capsys.readouterr().out
 
 
 def test_wrong_gaussian_kernels_fail():
