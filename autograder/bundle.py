@@ -4,7 +4,9 @@ OUT gets the release notebooks (``notebooks/``) of the assignments released by t
 files, a short README, and a copy of ``course_lib`` in which the *reference bodies of the exercises of
 every assignment not yet due* (and of the functions that would give them away, ``Exercise.gives_away``)
 are replaced by ``raise NotImplementedError(...)``; docstrings and signatures stay: they are the
-specification. Which assignments those are comes from the course's release schedule
+specification. Its ``course_lib.exercises`` is an empty package: the hidden cases, their labels, hints and
+forbidden lists reach only the graded kernel, whose copy of course_lib is the grader's (``check`` in a
+student's own kernel says so in one line). Which assignments those are comes from the course's release schedule
 (``autograder.schedule``): the bundle of an ASSIGNMENT is cut at its release, ``--as-of DATE`` at that
 moment, neither at the present moment. Assignments already due keep their references (their solutions
 are public after the deadline, and later notebooks use them: kv_cache's decoder runs on RoPE's
@@ -65,12 +67,13 @@ def _strip_source(text: str, qualnames: set[str]) -> str:
     return "".join(lines)
 
 
-def strip_course_lib(dest: Path, assignment_names: list[str], repo: Path = REPO, cache: Path | None = None) -> Path:
+def strip_course_lib(dest: Path, assignment_names: list[str], repo: Path = REPO, cache: Path | None = None,
+                     hidden_cases: bool = True) -> Path:
     """Copy ``course_lib`` to ``dest/course_lib`` without the reference bodies of those assignments. With
     ``cache`` (a folder of the grader's own: OUT's cache), a copy stripped from the same sources is reused
     (making one imports course_lib and torch: about 2 s)."""
     if cache is None:
-        return _strip(dest, assignment_names, repo)
+        return _strip(dest, assignment_names, repo, hidden_cases)
     import hashlib
 
     from .course import keep_built
@@ -94,7 +97,13 @@ def strip_course_lib(dest: Path, assignment_names: list[str], repo: Path = REPO,
     return target
 
 
-def _strip(dest: Path, assignment_names: list[str], repo: Path = REPO) -> Path:
+STUDENT_EXERCISES = '''"""The graded exercises' hidden cases, hints and forbidden lists are not part of a student's course_lib:
+the grader's copy of this package reaches the graded kernel when a notebook is graded, as the records
+folder does. ``course_lib.grading.check`` says so when it is called here."""
+'''
+
+
+def _strip(dest: Path, assignment_names: list[str], repo: Path = REPO, hidden_cases: bool = True) -> Path:
     src = repo / "course_lib" if (repo / "course_lib").is_dir() else REPO / "course_lib"   # a course of its own
     target = Path(dest) / "course_lib"
     if target.exists():
@@ -107,6 +116,10 @@ def _strip(dest: Path, assignment_names: list[str], repo: Path = REPO) -> Path:
         rel = path.relative_to(imported)
         out = target / rel
         out.write_text(_strip_source(out.read_text(), qualnames))
+    if not hidden_cases:               # a student's copy: course_lib.exercises without a case, hint or name
+        shutil.rmtree(target / "exercises")
+        (target / "exercises").mkdir()
+        (target / "exercises" / "__init__.py").write_text(STUDENT_EXERCISES)
     return target
 
 
@@ -146,7 +159,7 @@ def build_bundle(out: Path, assignment: str | None = None, repo: Path = REPO, as
     for name in cut.released:
         shutil.copytree(repo / "notebooks" / name, out / "notebooks" / name,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "wandb"))
-    strip_course_lib(out, list(cut.stripped), repo)
+    strip_course_lib(out, list(cut.stripped), repo, hidden_cases=False)
     for name in ("environment.yml", "pyproject.toml"):
         shutil.copy(repo / name, out / name)
     (out / "README.md").write_text(STUDENT_README.format(cut=cut.describe()))

@@ -102,7 +102,7 @@ class Exercise:
     reference: Callable
     cases: Sequence[Case]
     hint: str = ""                     # appended to value mismatches, e.g. a common mistake to look for
-    forbidden: tuple[str, ...] = ()    # "torch.nn.functional.conv2d" (Python level) or "aten::convolution"
+    forbidden: tuple[str, ...] = ()    # "torch.nn.functional.conv2d" (Python level) or "aten::<op name prefix>"
     gives_away: tuple[Callable, ...] = ()   # other course_lib functions that hold the answer (a loop version):
                                             # removed from the student bundle along with the reference
     # Properties checked on every case besides the values (see PROPERTIES):
@@ -166,10 +166,19 @@ def _exercise(exercise: str) -> Exercise:
     return known[exercise]
 
 
+HIDDEN_AT_GRADING = ("{exercise}: the hidden cases run only when your notebook is graded (they are not "
+                     "part of your course_lib); the visible tests above are the ones you can run")
+
+
 def check(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] | None = None) -> None:
     """Compare ``fn`` with the reference of ``exercise`` on all its cases; raise AssertionError on the
     first mismatch, print "NAME: N cases passed on DEVICES" otherwise. Under the autograder
-    (``COURSE_GRADING_RECORD`` set) only record the outputs, for the grader to verify."""
+    (``COURSE_GRADING_RECORD`` set) only record the outputs, for the grader to verify. In a student's
+    course_lib, which holds no hidden case (``course_lib.exercises`` is cut out of the bundle), say so in
+    one line and return."""
+    if not os.environ.get(RECORD_ENV) and not exercises() and isinstance(exercise, str):
+        print(HIDDEN_AT_GRADING.format(exercise=exercise))
+        return None
     rec = record(exercise, fn, device=device)
     folder = os.environ.get(RECORD_ENV)
     if folder:

@@ -134,6 +134,41 @@ def test_bundle_holds_no_solution_text_of_what_is_not_due(assignment, bundle_at)
     assert not leaked, f"solution or hidden-test text in the bundle: {leaked[:5]}"
 
 
+def _hidden_texts() -> list[tuple[str, str]]:
+    """(exercise, text) of what the registry keeps from students: case labels, hints, dispatcher-level
+    forbidden names (the Python-level ones, F.conv2d and the like, are named by the exercises' text)."""
+    found = []
+    for name, ex in grading.exercises().items():
+        found += [(name, c.name) for c in ex.cases              # not "8192, 64, 8, 128": Llama-2's public sizes
+                  if len(c.name) >= 12 and not set(c.name) <= set("0123456789, ")]
+        found += [(name, ex.hint[:60])] if len(ex.hint) >= 20 else []
+        found += [(name, f) for f in ex.forbidden if f.startswith("aten::")]
+    return found
+
+
+@pytest.mark.parametrize("assignment", RELEASES)
+def test_bundle_holds_no_hidden_case(assignment, bundle_at):
+    """Hidden cases stay hidden until grading: the bundle's course_lib.exercises is an empty package, no
+    case label, hint or forbidden dispatcher name of any exercise is in any file, and check() says in one
+    line that the hidden cases run when the notebook is graded."""
+    import subprocess
+    import sys
+    bundle = bundle_at(assignment)
+    assert sorted(p.name for p in (bundle / "course_lib" / "exercises").iterdir()) == ["__init__.py"]
+    hidden = _hidden_texts()
+    assert len(hidden) > 100
+    texts = {p: p.read_text(errors="replace") for p in bundle.rglob("*") if p.is_file()}
+    leaked = [(exercise, text, str(p.relative_to(bundle))) for exercise, text in hidden
+              for p, t in texts.items() if text in t]
+    assert not leaked, f"hidden cases in the bundle: {leaked[:5]}"
+    some = next(iter(grading.exercises_of(assignment)))
+    out = subprocess.run([sys.executable, "-c", "from course_lib import grading; "
+                          f"print(grading.check({some!r}, lambda *a, **k: None))"],
+                         env={**os.environ, "PYTHONPATH": str(bundle)}, cwd=bundle, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == grading.HIDDEN_AT_GRADING.format(exercise=some) + "\nNone\n"
+
+
 def _run(nb, bundle: Path, folder: Path, monkeypatch) -> None:
     """Execute `nb` in a fresh kernel whose only course_lib is the bundle's."""
     monkeypatch.setenv("PYTHONPATH", str(bundle))
