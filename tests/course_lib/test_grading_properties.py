@@ -264,3 +264,25 @@ def test_an_int_result_must_be_an_int(toy, capsys):
     toy("toy_count", lambda n, k: n * k, [Case("n=3, k=2", lambda g, dev: ((3, 2), {}))])
     passes("toy_count", lambda n, k: sum([n] * k), capsys)
     assert "output should be the int 6, got float 6.0" in failure("toy_count", lambda n, k: n * k / 1)["what"]
+
+
+@needs_no_gpu
+def test_cpu_tensors_meeting_meta_ones_in_place_fail_too(toy):
+    mistake = lambda x: x.clone().add_(torch.arange(x.shape[-1], dtype=x.dtype))  # noqa: E731 - meta's own add_ lets it through
+    toy("toy_positions", _positions_ref, [_x((2, 3)), _x((4,), torch.float32)])
+    m = failure("toy_positions", mistake)
+    assert m["device"] == "meta" and "is not on the expected device meta" in m["what"], m.string
+
+
+@needs_no_gpu
+def test_cpu_index_tensors_are_allowed_on_the_device_as_on_cuda(toy, capsys):
+    ref = lambda x: x.flip(-1)                                            # noqa: E731
+    toy("toy_flip", ref, [_x((2, 3)), _x((5,))])
+    line = passes("toy_flip", lambda x: x[..., torch.arange(x.shape[-1] - 1, -1, -1)], capsys)
+    assert line.endswith("for 2 cases"), line
+
+
+def test_no_gradient_is_fine_where_the_reference_has_only_zeros(toy, capsys):
+    """k = 1 routing weights are all 1: their gradient is 0, and a function that returns ones_like passes."""
+    toy("toy_top1", lambda z: torch.softmax(z.topk(1, dim=-1).values, dim=-1), [_x((4, 6))], grad=True)
+    passes("toy_top1", lambda z: torch.ones(z.shape[:-1] + (1,), dtype=z.dtype, device=z.device), capsys)
