@@ -624,11 +624,13 @@ def _rms_torch(x, weight, eps=1e-5):
     return F.rms_norm(x, x.shape[-1:], weight, eps)
 
 
-def _rms_module(x, weight, eps=1e-5):
-    norm = torch.nn.RMSNorm(x.shape[-1], eps=eps, dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        norm.weight.copy_(weight)
-    return norm(x).detach()
+def _rms_module(x, weight, eps=1e-5):                    # right values and gradients, but torch's own RMSNorm
+    norm = torch.nn.RMSNorm(x.shape[-1], eps=eps, elementwise_affine=False, device=x.device)
+    return (norm(x.float() if x.dtype != torch.float64 else x) * weight).to(x.dtype)
+
+
+def _rms_native(x, weight, eps=1e-5):                    # in x's own dtype: x² overflows float16 above 256
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
 def _swiglu_swapped(x, W_gate, W_up, W_down):
@@ -662,7 +664,7 @@ def _route_unsorted(logits, k):
     return w.flip(-1), idx.flip(-1)
 
 
-WRONG = [("rms_norm", _rms_layernorm), ("rms_norm", _rms_eps_outside), ("rms_norm", _rms_torch),
+WRONG = [("rms_norm", _rms_layernorm), ("rms_norm", _rms_eps_outside), ("rms_norm", _rms_torch), ("rms_norm", _rms_native),
          ("swiglu", _swiglu_swapped), ("swiglu", _swiglu_gelu), ("z_loss", _z_naive), ("z_loss", _z_sum),
          ("z_loss", _z_bf16), ("topk_routing", _route_softmax_all), ("topk_routing", _route_unsorted)]
 if HAS_TORCH_RMSNORM:
@@ -680,8 +682,9 @@ def test_plausible_mistakes_fail_grading(name, fn):
 
 @pytest.mark.grading
 def test_equally_valid_variants_pass_grading():
-    def rms_native(x, weight, eps=1e-5):                     # in x's own dtype, rsqrt
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    def rms_native(x, weight, eps=1e-5):                     # rsqrt, in float32 at least
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
 
     def swiglu_native(x, W_gate, W_up, W_down):              # F.silu, in x's dtype
         return (F.silu(x @ W_gate) * (x @ W_up)) @ W_down
