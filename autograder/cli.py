@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-factor", type=float, default=None, metavar="F",
                    help="a test cell's limit is F times the reference's time on it (default: timings.json's factor, else 5)")
     g.add_argument("--time-floor", type=float, default=None, metavar="S",
-                   help="the shortest limit of a test cell, in seconds (default: timings.json's floor, else 5)")
+                   help="the shortest limit of a test cell, in seconds (default: timings.json's floor, else 10)")
     g.add_argument("--run-illustrative", action="store_true",
                    help="also run the cells tagged illustrative in solutions/ (figures, demos, training runs that no "
                         "test reads), which grading skips by default")

@@ -12,7 +12,7 @@ from ..models.model import rms_norm, swiglu, topk_routing
 from ..models.train import z_loss
 
 # torch's own RMSNorm (F.rms_norm, nn.RMSNorm, torch.rms_norm: all reach aten::rms_norm or its fused kernel)
-RMS_NORM = ("torch.nn.functional.rms_norm", "torch.rms_norm", "aten::rms_norm", "aten::_fused_rms_norm")
+RMS_NORM = ("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.RMSNorm", "aten::rms_norm", "aten::_fused_rms_norm")
 
 
 def _name(dtype: torch.dtype) -> str:

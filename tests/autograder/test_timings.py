@@ -21,8 +21,8 @@ def _course(tmp_path, entry):
 def test_the_rule_factor_floor_and_cap(tmp_path):
     repo = _course(tmp_path, {"notebooks": {"nb": {"fast": 0.01, "mid": 1.5, "slow": 30.0}}})
     got, rule = timings.limits("demo", 60, repo=repo)
-    assert got == {"nb": {"fast": 5.0, "mid": 8.0, "slow": 60.0}}        # 7.5 s rounded up
-    assert "5× the reference's time, at least 5 s, at most 60 s" in rule
+    assert got == {"nb": {"fast": 10.0, "mid": 10.0, "slow": 60.0}}      # 7.5 s: the floor
+    assert "5× the reference's time, at least 10 s, at most 60 s" in rule
 
 
 def test_per_assignment_and_command_line_overrides(tmp_path):
