@@ -24,7 +24,10 @@ import os
 import signal
 import sys
 import time
-import tomllib
+try:
+    import tomllib
+except ImportError:          # Python 3.10: pytest's own dependency tomli is the same parser
+    import tomli as tomllib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from . import grading
+from .grading import _flat as _leaves      # the leaves of nested args, in the order record() walks them
 
 __all__ = ["contract", "display_names", "forbidden_names", "exercise_text", "write_contracts", "MARK"]
 
@@ -78,14 +79,6 @@ def display_names(forbidden: tuple[str, ...] | list[str]) -> list[str]:
 def forbidden_names(name: str) -> list[str]:
     """The display names of exercise ``name``'s forbidden shortcuts."""
     return display_names(grading.exercises()[name].forbidden)
-
-
-def _leaves(obj: Any) -> list:
-    if isinstance(obj, dict):
-        return [v for k in sorted(obj) for v in _leaves(obj[k])]
-    if isinstance(obj, (list, tuple)):
-        return [v for o in obj for v in _leaves(o)]
-    return [obj]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
