@@ -288,18 +288,19 @@ def mutants(exercise: str, reference: Callable, grad: bool = False,
     if root is None:
         return
     _helpers(root, 2, {root.fn})
-    yield from _mutants_of(exercise, root, grad, chain=[], covered=covered)
+    yield from _mutants_of(exercise, root, grad, chain=[], covered=covered, seen={})
 
 
 def _mutants_of(exercise: str, src: _Source, grad: bool, chain: list[tuple[_Source, str]],
-                covered: set[tuple[str, int]] | None) -> Iterator[Mutant]:
+                covered: set[tuple[str, int]] | None, seen: dict[str, int]) -> Iterator[Mutant]:
+    """``seen`` counts labels over the whole exercise: a label names one mutant (``#2`` for the next one that
+    would read the same, e.g. the same helper name in two modules)."""
     params = {a.arg for a in ast.walk(src.tree.args) if isinstance(a, ast.arg)}
     code = src.fn.__code__
     reached = (lambda line: True) if not chain or covered is None else \
         (lambda line: (code.co_filename, code.co_firstlineno + line - 1) in covered)
     counter = _Mutator(-1, grad and not chain, params, src.fn.__globals__, reached)
     counter.visit(copy.deepcopy(src.tree))
-    seen: dict[str, int] = {}
     for k in range(counter.count):
         m = _Mutator(k, grad and not chain, params, src.fn.__globals__, reached)
         tree = m.visit(copy.deepcopy(src.tree))
@@ -318,4 +319,4 @@ def _mutants_of(exercise: str, src: _Source, grad: bool, chain: list[tuple[_Sour
             continue
         yield Mutant(exercise, label, fn)
     for name, helper in src.helpers.items():
-        yield from _mutants_of(exercise, helper, grad, chain + [(src, name)], covered)
+        yield from _mutants_of(exercise, helper, grad, chain + [(src, name)], covered, seen)
