@@ -17,11 +17,6 @@ pytestmark = pytest.mark.grading
 FAILURE = re.compile(r"^(?P<exercise>\w+), case (?P<i>\d+)/(?P<n>\d+) '(?P<case>[^']+)' on (?P<device>\S+): (?P<what>.+)$")
 
 
-@pytest.fixture(autouse=True)
-def _default_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
 def _x(shape, dtype=torch.float64):
     def make(g, dev):
         return (torch.randn(shape, generator=g, dtype=torch.float64).to(dtype).to(dev),), {}

@@ -12,28 +12,13 @@ import torch.nn.functional as F
 from course_lib import grading
 from course_lib.cnn import conv
 
+from verdicts import fails, passes as _passes
+
 pytestmark = [pytest.mark.grading, pytest.mark.cnn]
 
 
-@pytest.fixture(autouse=True)
-def _all_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
-def _passes(name, fn):
-    verdict = grading.verify(grading.record(name, fn))
-    assert verdict.passed, verdict.message
-    return verdict.message
-
-
 def _fails(name, fn, case_label, *fragments):
-    verdict = grading.verify(grading.record(name, fn))
-    msg = verdict.message
-    assert not verdict.passed and "\n" not in msg, msg
-    assert msg.startswith(f"{name}, case ") and f"'{case_label}'" in msg, msg
-    for fragment in fragments:
-        assert fragment in msg, msg
-    return msg
+    return fails(name, fn, *fragments, case=case_label)
 
 
 def _label(name, *parts):

@@ -4,7 +4,6 @@ precision, the device contract, the forbidden F.pad), and accept correct impleme
 than the references (loops over output pixels, unfold + einsum, reshape + mean, torch.cat, ...)."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -12,27 +11,11 @@ import torch
 from course_lib import grading
 from course_lib.exercises import convolution
 
+from verdicts import fails as _fails, verdict as _verdict
+
 pytestmark = [pytest.mark.grading, pytest.mark.cnn]
 
 EXERCISES = ["convolve2d", "zero_pad", "gaussian_kernel", "downsample_average", "max_pool_image"]
-
-
-@pytest.fixture(autouse=True)
-def _default_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
-def _verdict(name: str, fn) -> grading.Verdict:
-    return grading.verify(grading.record(name, fn))
-
-
-def _fails(name: str, fn, *fragments: str) -> str:
-    verdict = _verdict(name, fn)
-    assert not verdict.passed, f"{name}: a wrong function passed: {verdict.message}"
-    assert "\n" not in verdict.message and verdict.message.startswith(f"{name}, case ")
-    for fragment in fragments:
-        assert fragment in verdict.message, verdict.message
-    return verdict.message
 
 
 def _out_size(n: int, k: int, s: int) -> int:

@@ -18,27 +18,9 @@ import torch.nn.functional as F
 from course_lib import grading
 from course_lib.attention import kv_cache
 
+from verdicts import fails as _fails, where as _label
+
 pytestmark = [pytest.mark.grading, pytest.mark.kv_cache]
-
-
-@pytest.fixture(autouse=True)
-def _default_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
-def _fails(name, fn):
-    with pytest.raises(AssertionError) as info:
-        grading.check(name, fn)
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(f"{name}, case "), msg
-    return msg
-
-
-def _label(name, fragment):
-    cases = grading.exercises()[name].cases
-    hits = [i for i, c in enumerate(cases) if fragment in c.name]
-    assert len(hits) == 1, (fragment, [c.name for c in cases])
-    return f"case {hits[0] + 1}/{len(cases)} '{cases[hits[0]].name}'"
 
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="the meta-device contract runs only without CUDA")

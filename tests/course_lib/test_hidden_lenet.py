@@ -11,21 +11,9 @@ import torch
 from course_lib import grading
 from course_lib.cnn import lenet
 
+from verdicts import fails as _fails
+
 pytestmark = [pytest.mark.grading, pytest.mark.cnn]
-
-
-@pytest.fixture(autouse=True)
-def _default_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
-def _fails(name: str, fn, *fragments: str) -> str:
-    verdict = grading.verify(grading.record(name, fn))
-    assert not verdict.passed, f"{name}: a wrong function passed: {verdict.message}"
-    assert "\n" not in verdict.message
-    for fragment in fragments:
-        assert fragment in verdict.message, verdict.message
-    return verdict.message
 
 
 # ------------------------------------------------------------------------------ correct, written otherwise

@@ -10,26 +10,9 @@ import torch.nn.functional as F
 from course_lib import grading
 from course_lib.pretraining import autoencoder, layerwise, lm
 
+from verdicts import fails as _fails, passes as _passes
+
 pytestmark = [pytest.mark.grading, pytest.mark.pretraining]
-
-
-@pytest.fixture(autouse=True)
-def _default_devices(monkeypatch):
-    monkeypatch.delenv("COURSE_GRADING_DEVICES", raising=False)
-
-
-def _fails(name: str, fn, *fragments: str) -> str:
-    verdict = grading.verify(grading.record(name, fn))
-    assert not verdict.passed, f"{name}: a wrong function passed: {verdict.message}"
-    assert "\n" not in verdict.message
-    for fragment in fragments:
-        assert fragment in verdict.message, verdict.message
-    return verdict.message
-
-
-def _passes(name: str, fn) -> None:
-    verdict = grading.verify(grading.record(name, fn))
-    assert verdict.passed, verdict.message
 
 
 # ------------------------------------------------------------------------------ correct, written otherwise
