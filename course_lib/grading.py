@@ -230,11 +230,11 @@ def record(exercise: str, fn: Callable, *, device: Sequence[str | torch.device] 
                 except Exception as e:
                     entry["grad_error"] = f"{type(e).__name__}: {_first_line(e)}"
             entries.append(entry)
-    if _fake_check(devs):
+    if _meta_check(devs):
         for i, case in enumerate(ex.cases):
             entry = {"device": FAKE_DEVICE, "case": i}
             with _stderr_to_stdout():
-                entry.update(_run_fake(fn, case, i))
+                entry.update(_run_on_meta(fn, case, i))
             entries.append(entry)
     return {"exercise": exercise, "devices": [str(d) for d in devs], "cases": entries}
 
@@ -291,13 +291,13 @@ def verify(rec: dict, *, on: Sequence[str | torch.device] | None = None) -> Verd
                                          f"change it in place), e.g. with .clone()")
                 if ex.grad:
                     _verify_gradients(where, entry, ex, args, kwargs, i)
-        if _fake_check(required):
+        if _meta_check(required):
             for i, case in enumerate(ex.cases):
                 where = f"{exercise}, case {i + 1}/{len(ex.cases)} '{case.name}' on {FAKE_DEVICE}"
                 entry = by_key.get((FAKE_DEVICE, i))
                 if entry is None:
                     raise AssertionError(f"{where}: no output was recorded for this case")
-                expected = _run_fake(ex.reference, case, i)
+                expected = _run_on_meta(ex.reference, case, i)
                 if expected["status"] != "ok":      # the reference cannot run there: nothing to check
                     continue
                 if entry.get("status") == "uncheckable":
@@ -448,12 +448,12 @@ def _verify_gradients(where: str, entry: dict, ex: Exercise, args: tuple, kwargs
         _compare(where, have, want, "", path=f"the gradient with respect to {name}")
 
 
-def _fake_check(devs: Sequence[str | torch.device]) -> bool:
+def _meta_check(devs: Sequence[str | torch.device]) -> bool:
     """The device contract is checked on FAKE_DEVICE when none of the graded devices is CUDA."""
     return not any(str(d) != FAKE_DEVICE and torch.device(d).type == "cuda" for d in devs)
 
 
-def _run_fake(fn: Callable, case: Case, i: int) -> dict:
+def _run_on_meta(fn: Callable, case: Case, i: int) -> dict:
     """Run ``fn`` on the case's inputs moved to FAKE_DEVICE ("meta": tensors with shapes, dtypes and a
     device but no data; torch.device("cpu") arguments become "meta" too). {"status": "ok" | "mismatch" |
     "uncheckable", "output", "error"}: "mismatch" when a tensor of another device (one created without
@@ -462,7 +462,7 @@ def _run_fake(fn: Callable, case: Case, i: int) -> dict:
     args, kwargs = case.make(_generator(i), torch.device("cpu"))
     meta = torch.device(FAKE_DEVICE)
 
-    def fake(obj):
+    def on_meta(obj):
         if isinstance(obj, Tensor):           # same shape, strides and dtype, no data
             return torch.empty_strided(obj.shape, obj.stride(), dtype=obj.dtype, device=meta)
         if isinstance(obj, torch.device) and obj.type == "cpu":
@@ -470,7 +470,7 @@ def _run_fake(fn: Callable, case: Case, i: int) -> dict:
         return obj
     try:
         with (_DeviceMeeting() if _DeviceMeeting is not None else contextlib.nullcontext()):
-            out = fn(*_map(fake, args), **_map(fake, kwargs))
+            out = fn(*_map(on_meta, args), **_map(on_meta, kwargs))
         return {"status": "ok", "output": _encode(out), "error": None}
     except Exception as e:
         text = str(e)
@@ -593,13 +593,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _clone(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return _clone_layout(obj)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    return obj
+    return _map(lambda t: _clone_layout(t) if isinstance(t, Tensor) else t, obj)
 
 
 def _clone_layout(t: Tensor) -> Tensor:
