@@ -21,10 +21,10 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # nbgrader's own list, with BudgetedExecute for Execute (python -m autograder turns its budget and sandbox
 # on; plain `nbgrader autograde` runs it like Execute), plus StderrAsStdout after execution: a warning printed by a student's code must not
-# zero a test cell (nbgrader scores any stderr output as a failure). See autograder/preprocessors.py.
+# zero a test cell (nbgrader scores any stderr output as a failure). See autograder/grading/preprocessors.py.
 c.Autograde.autograde_preprocessors = [
-    "autograder.sandbox.BudgetedExecute",     # nbgrader's Execute + a whole-submission budget + the sandbox
-    "autograder.preprocessors.StderrAsStdout",
+    "autograder.sandbox.kernel.BudgetedExecute",     # nbgrader's Execute + a whole-submission budget + the sandbox
+    "autograder.grading.preprocessors.StderrAsStdout",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -34,11 +34,11 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 # Feedback never shows hidden tests: neither their source nor the traceback lines around a failure
-# (nbgrader #917, #1363). See autograder/preprocessors.py.
+# (nbgrader #917, #1363). See autograder/grading/preprocessors.py.
 c.GenerateFeedback.preprocessors = [
-    "autograder.preprocessors.PendingManualGrades",   # nbgrader's GetGrades + "awaits a grader" (not "Score: 0.0")
-    "autograder.preprocessors.SanitizeHiddenTests",
+    "autograder.grading.preprocessors.PendingManualGrades",   # nbgrader's GetGrades + "awaits a grader" (not "Score: 0.0")
+    "autograder.grading.preprocessors.SanitizeHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 # nbconvert's HTML exporter without its BeautifulSoup round trip over every page (2.4 s each).
-c.GenerateFeedback.exporter_class = "autograder.preprocessors.FeedbackExporter"
+c.GenerateFeedback.exporter_class = "autograder.grading.preprocessors.FeedbackExporter"

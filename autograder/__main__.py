@@ -1,6 +1,6 @@
 import sys
 
-from .cli import main
+from autograder.cli import main
 
-if __name__ == "__main__":      # importable: grading processes (autograder.warm) import the main module again
+if __name__ == "__main__":      # importable: grading processes (autograder.batch.warm) import the main module again
     sys.exit(main())

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .course import REPO, UsageError
+from autograder.course.source import REPO, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (repo / "nbgrader_config.py").is_file():
             raise UsageError(f"not a course folder (no nbgrader_config.py): {repo}")
         if args.command == "release":
-            from .release import release
+            from autograder.release.notebooks import release
             as_of = None
             if args.as_of is not None:
-                from .schedule import load, parse_as_of
+                from autograder.course.schedule import load, parse_as_of
                 if args.bundle is None or args.assignment:
                     raise UsageError("--as-of goes with --bundle and no ASSIGNMENT")
                 schedule = load(repo)
@@ -144,37 +144,37 @@ def main(argv: list[str] | None = None) -> int:
                     raise UsageError(f"--as-of needs a schedule: no schedule.toml in {repo}")
                 as_of = parse_as_of(args.as_of, schedule)
             if args.bundle is not None:        # refuse a bad schedule before regenerating anything
-                from .schedule import checked
+                from autograder.course.schedule import checked
                 checked(repo)
             for path in release(args.assignment, dest=repo / "notebooks", repo=repo):
                 print(f"released {os.path.relpath(path)}")
             if args.timings:
-                from .course import assignments
-                from .timings import FILE, measure
+                from autograder.course.source import assignments
+                from autograder.course.timings import FILE, measure
                 for name in [args.assignment] if args.assignment else assignments(repo):
                     entry = measure(name, repo)
                     slowest = max(((s, k) for cells in entry["notebooks"].values() for k, s in cells.items()), default=(0, "-"))
                     print(f"timed {name}: {sum(len(c) for c in entry['notebooks'].values())} test cells in "
                           f"{entry['measured']['seconds']:g} s (slowest {slowest[1]}: {slowest[0]:g} s) -> {FILE}")
             if args.bundle is not None:
-                from .bundle import build_bundle
+                from autograder.release.bundle import build_bundle
                 print(f"student bundle: {build_bundle(args.bundle, args.assignment, repo=repo, as_of=as_of)}")
             return 0
         if args.command == "gradescope":
-            from .gradescope import main as gradescope_main
+            from autograder.outputs.gradescope import main as gradescope_main
             argv_gs = ["build", args.assignment, "--out", str(args.out), "--visibility", args.visibility]
             if args.submission_timeout is not None:
                 argv_gs += ["--submission-timeout", str(args.submission_timeout)]
-            from .course import check_assignment
+            from autograder.course.source import check_assignment
             check_assignment(args.assignment, repo)
             return gradescope_main(argv_gs)
         if args.command == "formgrader":
-            from .formgrader import main as formgrader_main
+            from autograder.outputs.formgrader import main as formgrader_main
             return formgrader_main([str(args.out), "--port", str(args.port)] + (["--no-browser"] if args.no_browser else [])
                                    + (["--db", args.db] if args.db else []))
         if args.command == "export":
-            from .export import export
-            from .grade import is_final, print_table
+            from autograder.outputs.export import export
+            from autograder.outputs.tables import is_final, print_table
             results = export(args.out, db=args.db, repo=repo)
             print_table(results, args.out.resolve())
             final = sum(is_final(r) for r in results)
@@ -182,18 +182,20 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; {len(results) - final} await a grader (formgrader)" if final < len(results) else ""))
             return 0
         if args.command == "schedule":
-            from .schedule import print_schedule
+            from autograder.course.schedule import print_schedule
             print_schedule(repo)
             return 0
-        from .grade import grade, print_table
+        from autograder.batch.options import Options
+        from autograder.outputs.grade import grade
+        from autograder.outputs.tables import print_table
         start = time.monotonic()
-        results = grade(args.assignment, args.submissions, args.out, workers=args.workers,
-                        cell_timeout=args.cell_timeout, submission_timeout=args.submission_timeout,
-                        quiet=args.quiet, repo=repo, sandbox=args.sandbox, memory_mb=args.memory_mb,
-                        max_pids=args.max_pids, run_illustrative=args.run_illustrative,
-                        test_cell_timeout=args.test_cell_timeout, time_factor=args.time_factor,
-                        time_floor=args.time_floor, force=args.force,
-                        scheduler=args.scheduler, db=args.db)
+        options = Options(workers=args.workers, cell_timeout=args.cell_timeout,
+                          submission_timeout=args.submission_timeout, sandbox=args.sandbox, memory_mb=args.memory_mb,
+                          max_pids=args.max_pids, run_illustrative=args.run_illustrative,
+                          test_cell_timeout=args.test_cell_timeout, time_factor=args.time_factor,
+                          time_floor=args.time_floor, force=args.force, scheduler=args.scheduler, db=args.db,
+                          quiet=args.quiet)
+        results = grade(args.assignment, args.submissions, args.out, options, repo=repo)
         print_table(results, args.out.resolve())
         seconds = time.monotonic() - start
         print(f"graded {len(results)} submissions in {seconds:.1f} s "

@@ -21,5 +21,5 @@ def main() -> None:
         module.main()
 
 
-if __name__ == "__main__":      # importable: grading processes (autograder.warm) import it again
+if __name__ == "__main__":      # importable: grading processes (autograder.batch.warm) import it again
     main()

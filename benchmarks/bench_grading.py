@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder.course import REPO
-from autograder.grade import grade
-from autograder.sandbox import check
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
+from autograder.sandbox.kernel import check
 
 from .common import OUT, execute, table
 
@@ -82,7 +82,7 @@ def _all_loop(release, solution):
     """The complete submission with every function of every answer cell redefined to loop forever."""
     import ast
 
-    from autograder import submissions as subs
+    from autograder.intake import samples as subs
     nb = subs.fill(release, solution)
     for gid, answer in subs.answers(solution).items():
         try:
@@ -112,9 +112,9 @@ def per_assignment() -> None:
 
     import nbformat
 
-    from autograder import submissions as subs
-    from autograder.cells import SkipPlan, without_skipped
-    from autograder.course import assignments, source_notebooks
+    from autograder.intake import samples as subs
+    from autograder.course.cells import SkipPlan, without_skipped
+    from autograder.course.source import assignments, source_notebooks
     names = [a for a in os.environ.get("BENCH_ASSIGNMENTS", "").split(",") if a] or assignments()
     before = bool(os.environ.get("BENCH_BEFORE"))
     sandbox = "on" if check() is None else "off"
@@ -216,7 +216,7 @@ def _dask_cluster(n_workers: int):
 def cluster_and_reruns() -> None:
     """Submissions per minute on Dask workers here (1 and 2) beside --workers 2; and a rerun of a class
     of 20 after one student resubmitted, beside grading the class from scratch."""
-    from autograder import submissions as subs
+    from autograder.intake import samples as subs
     sample = REPO / "autograder" / "samples" / "rope" / "alice" / "rope.ipynb"
     sandbox = "on" if check() is None else "off"
     rows = []

@@ -1,6 +1,6 @@
 """Students' time: every notebook top to bottom in its default configuration, as a student runs it.
 
-Fills each release notebook with the instructor's answers (autograder.submissions.fill) and executes it
+Fills each release notebook with the instructor's answers (autograder.intake.samples.fill) and executes it
 with nbclient from a fresh kernel, *without* NBGRADER_EXECUTION (the default configuration, not the short
 one that grading and CI use), with the reference course_lib. Prints seconds per notebook and its slowest
 cell; the README promises at most 60 s on 2 cores. ``BENCH_ASSIGNMENTS=rope,gqa`` picks assignments.
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autograder.course import assignments, source_notebooks
+from autograder.course.source import assignments, source_notebooks
 
 from .common import execute, table
 
@@ -21,14 +21,14 @@ LIMIT = 60.0
 
 def run(nb, folder: Path) -> tuple[float, float, int]:
     """(seconds for the whole notebook, slowest cell's seconds, its index), default configuration."""
-    from autograder.timings import _seconds
+    from autograder.course.timings import _seconds
     total = execute(nb, folder, NBGRADER_EXECUTION=None, WANDB_MODE="disabled", MPLBACKEND="Agg")
     seconds, index = max(((_seconds(c) or 0.0, i) for i, c in enumerate(nb.cells)), default=(0.0, -1))
     return total, seconds, index
 
 
 def main() -> None:
-    from autograder import submissions as subs
+    from autograder.intake import samples as subs
     names = [a for a in os.environ.get("BENCH_ASSIGNMENTS", "").split(",") if a] or assignments()
     rows = []
     for name in names:

@@ -3,16 +3,16 @@
 For classes of N students (``BENCH_REPORT_SIZES=30,100,300``, the default, picks the sizes), seconds of
 one call of each, timed once (the class is written to disk before the clock starts):
 
-1. ``autograder.similarity.write(out, "rope", release, students)``: the similarity report over a synthetic
+1. ``autograder.outputs.similarity.write(out, "rope", release, students)``: the similarity report over a synthetic
    class of the RoPE assignment in nbgrader's layout (``OUT/submitted/<student>/rope/rope.ipynb``), made
-   with ``autograder.submissions`` and ``random.Random(0)``: about 40% complete submissions (the
+   with ``autograder.intake.samples`` and ``random.Random(0)``: about 40% complete submissions (the
    instructor's answers) with a line or two of the student's own appended to a solution cell, 30% partial
    ones (a random subset of the solution cells filled), 20% blank (the release as it is) and 10% renamed
    copies (``rename_locals`` on every solution code cell of a complete one). Reading the notebooks, the
    ``difflib`` against the template, copydetect's comparison of every pair sharing a fingerprint and
    writing the CSV and HTML are all in the time. The table also gives the pairs compared (sharing
    anything) and how many were flagged.
-2. ``autograder.report.write(out, "rope", results)``: the class report (CSVs, matplotlib figures, the HTML
+2. ``autograder.outputs.report.write(out, "rope", results)``: the class report (CSVs, matplotlib figures, the HTML
    page) on synthetic results for the same N students: one row per graded cell of
    ``autograder.course.graded_cells("rope")``, statuses drawn with the same seeded RNG, failure messages in
    ``course_lib.grading``'s form so that the verdicts group as they would.
@@ -32,6 +32,8 @@ from .common import OUT, table
 SIZES = [30, 100, 300]
 NOTEBOOK = "rope"
 
+from autograder.grading.records import GRADED, TIMED_OUT, CellResult, StudentResult
+
 
 def _sizes() -> list[int]:
     raw = os.environ.get("BENCH_REPORT_SIZES", "")
@@ -45,14 +47,14 @@ def _solution_ids(nb) -> list[str]:
 
 
 def _append(nb, grade_id: str, lines: str):
-    from autograder import submissions as subs
+    from autograder.intake import samples as subs
     return subs.edit(nb, grade_id, lambda source: source.rstrip("\n") + "\n" + lines)
 
 
 def make_class(out: Path, n: int, rng: random.Random) -> tuple[Path, list[str], dict[str, str]]:
     """``n`` submissions in ``out/submitted/<student>/rope/rope.ipynb`` and the release in ``out/release``;
     returns (release folder, students, {student: what kind of submission})."""
-    from autograder import submissions as subs
+    from autograder.intake import samples as subs
     release, solution = subs.load("rope", NOTEBOOK)
     complete = subs.fill(release, solution)
     ids = _solution_ids(solution)
@@ -94,7 +96,7 @@ def _differs(nb, release, grade_id: str) -> bool:
 
 def _cases() -> dict[str, list[str]]:
     """Case names of the exercises each test cell checks (for messages that group as real ones do)."""
-    from autograder.course import graded_cells
+    from autograder.course.source import graded_cells
     from course_lib import grading
     out = {}
     for c in graded_cells("rope"):
@@ -106,9 +108,9 @@ def _cases() -> dict[str, list[str]]:
     return out
 
 
-def make_results(students: list[str], kinds: dict[str, str], rng: random.Random) -> list[dict]:
-    """Synthetic ``details.csv`` rows per student, as ``autograder.grade`` returns them."""
-    from autograder.course import graded_cells
+def make_results(students: list[str], kinds: dict[str, str], rng: random.Random) -> list[StudentResult]:
+    """Synthetic ``details.csv`` rows per student, as ``autograder.outputs.grade`` returns them."""
+    from autograder.course.source import graded_cells
     cells, cases = graded_cells("rope"), _cases()
     results = []
     for student in students:
@@ -148,17 +150,17 @@ def make_results(students: list[str], kinds: dict[str, str], rng: random.Random)
                     message = f"CellTimeoutError: the cell ran past its {rng.choice([10, 20, 30])} s limit"
                 else:
                     message = "not answered: the cell is as released (nbgrader scores it 0)"
-            rows.append(dict(notebook=c.notebook, grade_id=c.grade_id, score=c.max_score if status == "passed" else 0.0,
-                             max_score=c.max_score, status=status, message=message, kind=c.kind))
-        results.append(dict(student=student, score=sum(r["score"] for r in rows),
-                            max_score=sum(c.max_score for c in cells),
-                            seconds=None if missing else round(rng.uniform(4.0, 40.0), 2),
-                            cached=rng.random() < 0.1, timed_out=timed_out, rows=rows))
+            rows.append(CellResult.of(c, score=c.max_score if status == "passed" else 0.0, status=status,
+                                      message=message))
+        results.append(StudentResult(student=student, rows=rows, outcome=TIMED_OUT if timed_out else GRADED,
+                                     seconds=None if missing else round(rng.uniform(4.0, 40.0), 2),
+                                     cached=rng.random() < 0.1))
     return results
 
 
 def main() -> None:
-    from autograder import report, similarity
+    from autograder.outputs import report
+    from autograder.outputs import similarity
     sizes = _sizes()
     rows, sim_s, rep_s = [], [], []
     for n in sizes:

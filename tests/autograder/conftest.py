@@ -3,7 +3,7 @@ the grader's code."""
 import nbformat
 import pytest
 
-from autograder.course import REPO
+from autograder.course.source import REPO
 
 
 @pytest.fixture(scope="session")

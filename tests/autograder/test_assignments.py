@@ -9,11 +9,11 @@ import re
 import nbformat
 import pytest
 
-from autograder import submissions as subs
-from autograder.cells import TAG
-from autograder.course import REPO, assignments, graded_cells, source_notebooks
-from autograder.grade import grade
-from autograder.sandbox import SKIPPED_NOTE
+from autograder.intake import samples as subs
+from autograder.course.cells import TAG
+from autograder.course.source import REPO, assignments, graded_cells, source_notebooks
+from autograder.outputs.grade import grade
+from autograder.sandbox.kernel import SKIPPED_NOTE
 
 pytestmark = pytest.mark.autograder
 

@@ -1,4 +1,4 @@
-"""Incremental grading (autograder.cache): a rerun grades only the submissions that changed and reuses
+"""Incremental grading (autograder.batch.cache): a rerun grades only the submissions that changed and reuses
 the others' rows, feedback and gradebook entries; --force regrades everyone; any change to what grading
 depends on (solutions, course_lib, options) invalidates every entry."""
 import csv
@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from autograder import cache
-from autograder import submissions as subs
-from autograder.course import REPO
-from autograder.grade import grade
+from autograder.batch import cache
+from autograder.grading.records import StudentResult
+from autograder.intake import samples as subs
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 
@@ -96,8 +97,8 @@ def test_a_stale_or_broken_entry_is_never_reused(tmp_path):
     key = cache.submission_key(sub, ["rope"])
     feedback = tmp_path / "fb"
     feedback.mkdir()
-    cache.store(tmp_path / "out", "alice", "fp1", key, {"rows": [], "root": "/tmp/x"}, {"feedback": feedback})
-    assert cache.lookup(tmp_path / "out", "alice", "fp1", key) == {"rows": []}
+    cache.store(tmp_path / "out", "alice", "fp1", key, StudentResult("alice", [], root="/tmp/x"), {"feedback": feedback})
+    assert cache.lookup(tmp_path / "out", "alice", "fp1", key) == StudentResult("alice", [])   # no scratch path kept
     assert cache.lookup(tmp_path / "out", "alice", "fp2", key) is None
     (sub / "rope.ipynb").write_text("{ }")
     assert cache.lookup(tmp_path / "out", "alice", "fp1", cache.submission_key(sub, ["rope"])) is None
@@ -106,7 +107,7 @@ def test_a_stale_or_broken_entry_is_never_reused(tmp_path):
 
 
 def test_a_generated_template_is_reused_only_for_the_same_sources(course, tmp_path, monkeypatch):
-    from autograder.course import generate
+    from autograder.course.nbgrader import generate
     monkeypatch.setenv("COURSE_TEMPLATE_CACHE", str(tmp_path / "templates"))
     first = generate("rope", tmp_path / "a", course)
     kept = list((tmp_path / "templates").iterdir())
@@ -122,7 +123,7 @@ def test_a_generated_template_is_reused_only_for_the_same_sources(course, tmp_pa
 
 
 def test_the_graded_kernels_course_lib_is_reused_only_for_the_same_sources(course, tmp_path):
-    from autograder.bundle import strip_course_lib
+    from autograder.release.bundle import strip_course_lib
 
     def files(folder):
         return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*.py"))}

@@ -1,4 +1,4 @@
-"""Which cells grading runs (autograder.cells): the instructor's `illustrative` tags decide, never the
+"""Which cells grading runs (autograder.course.cells): the instructor's `illustrative` tags decide, never the
 student's copy, and no cell that grading runs reads a name that only a skipped cell defines. (That grading
 with the cells skipped gives every complete submission full marks and the blank one zero is
 test_assignments.py and test_grade.py, which grade with the default, skipping.)"""
@@ -7,9 +7,9 @@ import copy
 import nbformat
 import pytest
 
-from autograder.cells import TAG, SkipPlan, dependency_problems, skipped_indices, without_skipped
-from autograder.course import REPO, UsageError, assignments, source_notebooks
-from autograder.release import check_illustrative
+from autograder.course.cells import TAG, SkipPlan, dependency_problems, skipped_indices, without_skipped
+from autograder.course.source import REPO, UsageError, assignments, source_notebooks
+from autograder.release.notebooks import check_illustrative
 
 pytestmark = pytest.mark.autograder
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import submissions as subs
-from autograder.grade import grade
+from autograder.intake import samples as subs
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 

@@ -1,4 +1,4 @@
-"""The feedback page's exporter (autograder.preprocessors.FeedbackExporter) makes the page nbconvert's own
+"""The feedback page's exporter (autograder.grading.preprocessors.FeedbackExporter) makes the page nbconvert's own
 HTMLExporter makes, without its BeautifulSoup round trip: the oracle is HTMLExporter itself, on nbgrader's
 feedback template, for a notebook with code, markdown, errors and images with and without alternative text."""
 import base64
@@ -10,8 +10,10 @@ from bs4 import BeautifulSoup
 from nbconvert.exporters import HTMLExporter
 from traitlets.config import Config
 
-from autograder.course import REPO, nbgrader_config
-from autograder.preprocessors import NO_ALT, FeedbackExporter
+from autograder.course.source import REPO
+
+from autograder.course.nbgrader import nbgrader_config
+from autograder.grading.preprocessors import NO_ALT, FeedbackExporter
 
 pytestmark = pytest.mark.autograder
 
@@ -46,7 +48,7 @@ def _config(tmp_path) -> Config:
 
 
 def test_the_course_uses_it_for_feedback(tmp_path):
-    assert _config(tmp_path).GenerateFeedback.exporter_class == "autograder.preprocessors.FeedbackExporter"
+    assert _config(tmp_path).GenerateFeedback.exporter_class == "autograder.grading.preprocessors.FeedbackExporter"
 
 
 def test_same_page_as_nbconvert_html_exporter(tmp_path):
@@ -88,7 +90,7 @@ def test_equations_are_mathml_and_no_script_loads_mathjax(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "solutions").glob("*/*.ipynb")), ids=lambda p: p.stem)
 def test_every_equation_of_the_course_converts(path):
-    from autograder.mathml import notebook_to_mathml
+    from autograder.grading.mathml import notebook_to_mathml
     nb = nbformat.read(path, as_version=4)
     failed = notebook_to_mathml(nb)
     assert not failed, f"{path.name}: latex2mathml cannot convert {failed[:3]}"

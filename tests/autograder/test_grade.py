@@ -10,10 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import submissions as subs
-from autograder import timings
-from autograder.course import REPO, graded_cells
-from autograder.grade import grade
+from autograder.intake import samples as subs
+from autograder.course import timings
+from autograder.course.source import REPO, graded_cells
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 
@@ -259,7 +259,7 @@ def test_feedback_made_again_after_manual_grading_still_hides_the_hidden_tests(g
 
     from nbgrader.api import Gradebook
 
-    from autograder.export import export
+    from autograder.outputs.export import export
     out = tmp_path / "out"
     shutil.copytree(graded[0], out)
     written = next(c for c in graded_cells("rope") if c.kind == "manual")

@@ -1,4 +1,4 @@
-"""The Gradescope autograder (``autograder/gradescope.py``): the zip is built once, unzipped into a fake
+"""The Gradescope autograder (``autograder/outputs/gradescope.py``): the zip is built once, unzipped into a fake
 ``/autograder/source`` per case, and its real ``run_autograder`` is run with bash (``GRADESCOPE_ROOT``:
 a temporary root, ``GRADESCOPE_PYTHON``: this interpreter) on five submissions, each graded once:
 complete, partial (under another file name, in a subfolder), not JSON, nothing uploaded, hostile.
@@ -19,9 +19,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from autograder import gradescope
-from autograder import submissions as subs
-from autograder.course import REPO, assignments, graded_cells
+from autograder.outputs import gradescope
+from autograder.intake import samples as subs
+from autograder.course.source import REPO, assignments, graded_cells
 
 pytestmark = pytest.mark.autograder
 
@@ -29,7 +29,7 @@ SCHEMA = json.loads((REPO / "tests" / "schemas" / "gradescope_results.schema.jso
 CELLS = [c for c in graded_cells("rope") if c.kind == "test"]      # written answers are graded by hand
 TOTAL = sum(c.max_score for c in CELLS)
 POINTS = {c.grade_id: c.max_score for c in CELLS}
-# bob (autograder/samples/rope, made by autograder.submissions.rope_samples): rope_thetas and rope_matrix
+# bob (autograder/samples/rope, made by autograder.intake.samples.rope_samples): rope_thetas and rope_matrix
 # right, apply_rope_pairs with the sine's sign flipped, apply_rope_halves not done
 BOB = {"test_rope_thetas": POINTS["test_rope_thetas"], "test_rope_matrix": POINTS["test_rope_matrix"],
        "test_apply_rope_pairs": 0.0, "test_apply_rope_halves": 0.0}
@@ -90,7 +90,7 @@ def _run(root: Path, python: str = sys.executable, sandbox: str = "auto") -> sub
 @pytest.fixture(scope="module")
 def graded(built, tmp_path_factory):
     """{case: (results.json as a dict, its text, run_autograder's output, root, submission unchanged)}."""
-    from autograder.sandbox import tier_problem
+    from autograder.sandbox.kernel import tier_problem
     release, solution = subs.load("rope", "rope")
     complete = subs.fill(release, solution)
     # The hostile case as in Gradescope's container: as root, in the uid tier, under a root folder that
@@ -205,7 +205,7 @@ def test_empty_submission_is_reported_with_zero(graded):
 
 def test_hostile_submission_reads_and_writes_nothing(graded):
     results, text, output, root, _ = graded["hostile"]
-    from autograder.sandbox import tier_problem
+    from autograder.sandbox.kernel import tier_problem
     if tier_problem("uid") is None:
         assert "sandbox: uid tier" in output, output[-3000:]
     assert results["score"] == TOTAL                   # what the answers earn, not the forged 1000
@@ -225,11 +225,11 @@ def test_crash_anywhere_still_writes_results(built, tmp_path, monkeypatch):
 
     root = _root(tmp_path / "crash", built)
     shutil.copy(REPO / "autograder" / "samples" / "rope" / "alice" / "rope.ipynb", root / "submission" / "rope.ipynb")
-    import autograder.grade
+    import autograder.outputs.grade
 
     def boom(*args, **kwargs):
         raise RuntimeError("the grader fell over")
-    monkeypatch.setattr(autograder.grade, "grade", boom)
+    monkeypatch.setattr(autograder.outputs.grade, "grade", boom)
     monkeypatch.setattr(gradescope, "REPO", root / "source")
     assert gradescope.run(root) == 0
     results = json.loads((root / "results" / "results.json").read_text())
@@ -246,14 +246,14 @@ def test_zip_holds_only_what_grading_this_assignment_needs(built, tmp_path):
         timings = json.loads(zf.read("timings.json"))
     assert names == sorted(names) and len(names) == len(set(names))
     assert {"setup.sh", "run_autograder", "requirements.txt", "gradescope.json", "nbgrader_config.py",
-            "schedule.toml", "pyproject.toml", "solutions/rope/rope.ipynb", "autograder/gradescope.py",
-            "autograder/grade.py", "course_lib/grading.py"} <= set(names)
+            "schedule.toml", "pyproject.toml", "solutions/rope/rope.ipynb", "autograder/outputs/gradescope.py",
+            "autograder/outputs/grade.py", "course_lib/grading.py"} <= set(names)
     others = [a for a in assignments() if a != "rope"]
     assert others
     assert all(n.startswith("solutions/rope/") for n in names if n.startswith("solutions/")), names
     assert not [n for n in names if any(f"/{a}.ipynb" in n for a in others)]
     assert not [n for n in names if n.startswith(("notebooks/", "tests/", "autograder/samples/", "."))]
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".db")) or ("gradebook" in n and n != "autograder/gradebook.py")]
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".db")) or ("gradebook" in n and n != "autograder/outputs/gradebook.py")]
     assert set(timings) == {"rope"}
     assert config["assignment"] == "rope" and config["visibility"] == "after_published"
     assert config["notebooks"] == ["rope"] and config["max_score"] == TOTAL
@@ -290,13 +290,13 @@ def test_scripts_pass_bash_and_shellcheck(built, tmp_path, name):
 
 
 def test_command_line_builds_the_zip(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "autograder.gradescope", "build", "rope", "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "autograder.outputs.gradescope", "build", "rope", "--out", str(tmp_path),
                            "--visibility", "visible"], capture_output=True, text=True, cwd=str(REPO), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "autograder.zip" in proc.stdout
     with zipfile.ZipFile(tmp_path / "autograder.zip") as zf:
         assert json.loads(zf.read("gradescope.json"))["visibility"] == "visible"
-    proc = subprocess.run([sys.executable, "-m", "autograder.gradescope", "build", "no_such", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "autograder.outputs.gradescope", "build", "no_such", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=str(REPO), timeout=120)
     assert proc.returncode == 2 and "unknown assignment" in proc.stderr
 

@@ -28,10 +28,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import limits, sandbox
-from autograder import submissions as subs
-from autograder.course import REPO, graded_cells
-from autograder.grade import grade
+from autograder.sandbox import limits
+
+from autograder.sandbox import kernel as sandbox
+from autograder.intake import samples as subs
+from autograder.course.source import REPO, graded_cells
+from autograder.outputs.grade import grade
 
 REASON = sandbox.tier_problem("bwrap")
 pytestmark = [pytest.mark.autograder]
@@ -437,7 +439,7 @@ def test_nothing_is_left_behind(tiered):
     assert not _processes_mentioning(f"k-{run}") and not _processes_mentioning(f"course-sandbox-{run}")
     assert not list(Path("/tmp").glob(f"k-{run}*")) and not list(Path("/tmp").glob(f"course-sandbox-{run}*"))
     if tiered["tier"] == "uid" and shutil.which("getfacl"):
-        from autograder import uid_tier
+        from autograder.sandbox import uid_tier
         for path in (REPO, REPO / "solutions", REPO / "course_lib", tiered["dirs"], tiered["out"]):
             acl = subprocess.run(["getfacl", "-c", str(path)], capture_output=True, text=True).stdout
             groups = [int(g) for g in re.findall(r"^group:(\d+):", acl, re.M)]

@@ -1,4 +1,4 @@
-"""Submissions as LMSs deliver them (autograder.layouts): Canvas downloads, Gradescope exports, nbgrader's
+"""Submissions as LMSs deliver them (autograder.intake.layouts): Canvas downloads, Gradescope exports, nbgrader's
 submitted/ and today's student folders, each turned into <student>/<notebook>.ipynb with the bytes unchanged
 and the source never written; hostile zips refused in one line; grades in Canvas's import form. Pure file
 work on copies of the demo's sample notebooks: no grading."""
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import layouts
-from autograder.course import REPO, UsageError
-from autograder.layouts import detect, normalize, write_canvas_csv
+from autograder.intake import layouts
+from autograder.course.source import REPO, UsageError
+from autograder.intake.layouts import detect, normalize, write_canvas_csv
 
 pytestmark = pytest.mark.autograder
 

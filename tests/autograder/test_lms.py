@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from autograder import submissions as subs
-from autograder.course import REPO
-from autograder.grade import grade, is_final
+from autograder.intake import samples as subs
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
+from autograder.outputs.tables import is_final
 
 pytestmark = pytest.mark.autograder
 

@@ -7,14 +7,16 @@ grades them (in the gradebook, as formgrader does), ``python -m autograder expor
 nbgrader's own ``nbgrader export`` does and puts the comments on the feedback pages."""
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbgrader
 import pytest
 from traitlets.config import Config
 
-from autograder.course import REPO
-from autograder.grade import grade
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 
@@ -119,7 +121,7 @@ def test_csvs_say_which_totals_are_final(graded):
 
 def test_the_feedback_shows_no_score_for_an_answer_awaiting_a_grader(graded):
     out, results, oracle, _ = graded
-    from autograder.preprocessors import PENDING_NOTE
+    from autograder.grading.preprocessors import PENDING_NOTE
     note = PENDING_NOTE.split("**")[2].split(":")[0].strip()          # "This answer awaits a grader"
     pending = (next((out / "feedback" / "bar").rglob("p1.html"))).read_text()
     assert "An answer!" in pending                      # the written answer is on the page
@@ -137,6 +139,25 @@ def test_out_is_an_nbgrader_course_root(graded):
             assert (out / "autograded" / student / "ps1" / f"{nb}.ipynb").is_file()
             assert (out / "feedback" / student / "ps1" / f"{nb}.html").is_file()
     assert not (out / "submitted" / "gone").exists()
+
+
+def test_formgraders_course_root_names_an_exchange_that_nbgrader_can_use(graded, tmp_path):
+    """formgrader's pages list the exchange's assignments; an exchange that does not exist makes nbgrader log
+    "Unwritable directory ... OUT/.exchange" at CRITICAL level on every page. nbgrader's own ``list`` in the
+    course root that ``formgrader.prepare`` writes is the judge."""
+    from autograder.outputs import formgrader
+    out, _, _, tmp = graded
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    assert formgrader.prepare(copy, repo=tmp / "course") == ["ps1"]
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "list"], cwd=copy, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "CRITICAL" not in proc.stderr, proc.stderr
+    assert (copy / ".exchange").stat().st_mode & 0o077 == 0       # OUT's own exchange: the instructor's only
+    shutil.rmtree(copy / ".exchange")                               # the oracle can fail: without it, it does
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", "list"], cwd=copy, capture_output=True, text=True,
+                          timeout=120)
+    assert "Unwritable directory" in proc.stderr
 
 
 def test_a_manual_grade_survives_a_rerun_and_reaches_nbgrader_export(graded, tmp_path):
@@ -248,7 +269,7 @@ def test_export_after_manual_grading_counts_what_graders_gave(graded, tmp_path):
     page = (out / "feedback" / "bar" / "ps1" / "p1.html").read_text()
     assert "Good, but say <em>why</em> it holds." in page          # the comment, as markdown
     assert "Score: 1.5 / 2.0" in page
-    from autograder.preprocessors import PENDING_NOTE
+    from autograder.grading.preprocessors import PENDING_NOTE
     note = PENDING_NOTE.split("**")[2].split(":")[0].strip()
     assert note not in page                                        # nothing of bar's awaits a grader now
     from nbgrader.api import Gradebook

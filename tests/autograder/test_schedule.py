@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from autograder import dependencies, schedule as sched
-from autograder.course import REPO, UsageError, generate
+from autograder.course import dependencies
+
+from autograder.course import schedule as sched
+from autograder.course.source import REPO, UsageError
+from autograder.course.nbgrader import generate
 
 pytestmark = pytest.mark.autograder
 
@@ -185,7 +188,7 @@ def test_without_a_schedule_bundles_strip_everything_and_grading_its_own(course)
 def test_bundle_as_of_a_date(tmp_path):
     """(In this process: the CLI's `release --bundle` regenerates notebooks/ first, which other test
     workers read.)"""
-    from autograder.bundle import build_bundle
+    from autograder.release.bundle import build_bundle
 
     s = sched.load(REPO)
     out = build_bundle(tmp_path / "b", as_of=sched.parse_as_of("2027-02-02", s))

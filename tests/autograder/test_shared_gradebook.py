@@ -11,8 +11,8 @@ from pathlib import Path
 import nbgrader
 import pytest
 
-from autograder.course import REPO
-from autograder.grade import grade
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 
@@ -41,7 +41,7 @@ def course(tmp_path_factory):
 def _cells(url: str) -> dict:
     """{(student, notebook, cell): (auto score, needs manual grade, max score, manual score)}, read back
     through nbgrader's Gradebook."""
-    from autograder import gradebook
+    from autograder.outputs import gradebook
     with gradebook.opened(url) as gb:
         return {(sub.student.id, nb.name, g.name): (g.auto_score, g.needs_manual_grade, g.max_score, g.manual_score)
                 for sub in gb.find_assignment("ps1").submissions for nb in sub.notebooks for g in nb.grades}
@@ -58,7 +58,7 @@ def _export(cwd: Path, *args: str) -> dict:
 
 
 def test_the_shared_gradebook_holds_what_outs_own_holds(course, new_database, tmp_path):
-    from autograder import gradebook
+    from autograder.outputs import gradebook
     _grade(course, tmp_path / "own")
     _grade(course, tmp_path / "shared", db=new_database)
     own, shared = _cells(gradebook.sqlite_url(tmp_path / "own" / "gradebook.db")), _cells(new_database)
@@ -69,7 +69,7 @@ def test_the_shared_gradebook_holds_what_outs_own_holds(course, new_database, tm
 
 
 def test_manual_grades_given_there_survive_a_rerun_and_a_resubmission_drops_its_own(course, new_database, tmp_path):
-    from autograder import gradebook
+    from autograder.outputs import gradebook
     shutil.copytree(course, tmp_path / "c")
     out = tmp_path / "out"
     _grade(tmp_path / "c", out, db=new_database)
@@ -101,7 +101,9 @@ def test_formgrader_and_nbgrader_export_in_out_read_the_shared_gradebook(course,
     import json
     import urllib.request
 
-    from autograder import formgrader, gradebook
+    from autograder.outputs import formgrader
+
+    from autograder.outputs import gradebook
     with_password = new_database.replace("grader@", "grader:not-written-anywhere@")   # trust auth: accepted
     out = tmp_path / "out"
     results = _grade(course, out, db=with_password)

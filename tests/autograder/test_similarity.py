@@ -6,8 +6,8 @@ import json
 import nbformat
 import pytest
 
-from autograder import similarity
-from autograder import submissions as subs
+from autograder.outputs import similarity
+from autograder.intake import samples as subs
 
 pytestmark = pytest.mark.autograder
 

@@ -1,9 +1,9 @@
-"""autograder.static_checks: forbidden shortcuts and reference calls found in the submitted code, inside
+"""autograder.grading.static_checks: forbidden shortcuts and reference calls found in the submitted code, inside
 the exercise's function and the helpers it calls, and nowhere else."""
 import nbformat
 import pytest
 
-from autograder.static_checks import scan
+from autograder.grading.static_checks import scan
 from course_lib import grading
 
 pytestmark = pytest.mark.autograder

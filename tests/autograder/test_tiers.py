@@ -12,9 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import limits, sandbox
-from autograder.course import REPO
-from autograder.grade import grade
+from autograder.sandbox import limits
+
+from autograder.sandbox import kernel as sandbox
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
 
 pytestmark = pytest.mark.autograder
 
@@ -44,7 +46,7 @@ def test_cgroup_v2_limits_on_a_v2_shaped_tree(tmp_path):
     assert (root / limits.GROUP / "cgroup.subtree_control").read_text() == "+memory +pids"
     assert lim.launcher_args() == ["--cgroup", str(d / "cgroup.procs")]
     # the kernel's first process joins the cgroup before it becomes the kernel
-    proc = subprocess.run([sys.executable, "-m", "autograder.launch", *lim.launcher_args(), "--",
+    proc = subprocess.run([sys.executable, "-m", "autograder.sandbox.launch", *lim.launcher_args(), "--",
                            sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           cwd=str(REPO), timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -84,7 +86,7 @@ V2 = limits.v2_mount()
 def test_cgroup_v2_for_real():
     lim = limits.Limits("real-v2", 32, 256 * 2**20)
     assert lim.plan.mechanism == "cgroup v2"
-    proc = subprocess.Popen([sys.executable, "-m", "autograder.launch", *lim.launcher_args(), "--",
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.sandbox.launch", *lim.launcher_args(), "--",
                              "sleep", "30"], cwd=str(REPO))
     try:
         time.sleep(1.5)
@@ -184,7 +186,7 @@ def test_files_the_assignment_ships_reach_the_kernel_read_only(tier, reads_data,
 def test_the_uid_tier_leaves_acl_entries_others_added_meanwhile():
     """Closing a run puts a folder's ACL back as it was, but an entry someone else added while the run held
     it (another tool opening /root to a user of its own) is not taken away: only the run's group entry goes."""
-    from autograder import uid_tier
+    from autograder.sandbox import uid_tier
     why = uid_tier.problem()
     if why or shutil.which("getfacl") is None:
         pytest.skip(f"UID TIER UNAVAILABLE here: {why or 'getfacl is not installed'}")
@@ -198,7 +200,7 @@ def test_the_uid_tier_leaves_acl_entries_others_added_meanwhile():
 
 
 def _acl_case(protected: Path) -> None:
-    from autograder import uid_tier
+    from autograder.sandbox import uid_tier
     (protected / "solutions.ipynb").write_text("{}")
     run = uid_tier.Run(protect=[protected], keep=[Path(p) for p in sandbox.python_paths()])
     run.open()
@@ -222,7 +224,7 @@ def _acl_case(protected: Path) -> None:
 def test_a_run_keeps_what_it_needs_when_an_earlier_run_ends(tmp_path_factory):
     """Two runs at once: the second relies on nothing the first holds. When the first ends, the second's
     kernels still run Python and still cannot read the course (the ACL entries are counted per run)."""
-    from autograder import uid_tier
+    from autograder.sandbox import uid_tier
     why = uid_tier.problem()
     if why or shutil.which("getfacl") is None:
         pytest.skip(f"UID TIER UNAVAILABLE here: {why or 'getfacl is not installed'}")

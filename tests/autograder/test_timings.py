@@ -1,4 +1,4 @@
-"""Test cells' time limits from the reference's timings (autograder.timings): the rule (factor × the
+"""Test cells' time limits from the reference's timings (autograder.course.timings): the rule (factor × the
 reference's seconds, at least the floor, at most the cell timeout), its overrides, and the measurement
 itself (nbclient's own per-cell timestamps). That a looping function costs only the limits of its test
 cells, with the verdict saying so, is test_grade.py's infinite-loop case."""
@@ -7,8 +7,8 @@ import json
 import nbformat
 import pytest
 
-from autograder import timings
-from autograder.course import REPO, UsageError, graded_cells
+from autograder.course import timings
+from autograder.course.source import REPO, UsageError, graded_cells
 
 pytestmark = pytest.mark.autograder
 
@@ -49,7 +49,7 @@ def test_only_test_cells_get_a_limit():
 
 def test_the_committed_timings_cover_every_test_cell_of_every_assignment():
     data = timings.load(REPO)
-    from autograder.course import assignments
+    from autograder.course.source import assignments
     for name in assignments():
         have = {k for cells in (data.get(name) or {}).get("notebooks", {}).values() for k in cells}
         want = {c.grade_id for c in graded_cells(name) if c.kind == "test"}

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from autograder import submissions as subs
-from autograder.grade import grade
-from autograder.preprocessors import secrets_of
+from autograder.intake import samples as subs
+from autograder.outputs.grade import grade
+from autograder.grading.preprocessors import secrets_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.autograder]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder.course import REPO
-from autograder.grade import grade
+from autograder.course.source import REPO
+from autograder.outputs.grade import grade
 
 pytestmark = [pytest.mark.browser, pytest.mark.autograder]
 

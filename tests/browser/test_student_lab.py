@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import submissions as subs
-from autograder.course import REPO
+from autograder.intake import samples as subs
+from autograder.course.source import REPO
 
 pytestmark = pytest.mark.browser
 

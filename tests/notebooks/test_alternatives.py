@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from nbclient import NotebookClient
 
-from autograder.course import REPO
+from autograder.course.source import REPO
 from course_lib import grading
 
 pytestmark = pytest.mark.notebooks

@@ -14,10 +14,10 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from autograder import schedule as sched
-from autograder import submissions as subs
-from autograder.bundle import STRIPPED, build_bundle
-from autograder.course import REPO, assignments
+from autograder.course import schedule as sched
+from autograder.intake import samples as subs
+from autograder.release.bundle import STRIPPED, build_bundle
+from autograder.course.source import REPO, assignments
 from course_lib import grading
 
 pytestmark = pytest.mark.notebooks

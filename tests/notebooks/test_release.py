@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.course import REPO, assignments
-from autograder.release import release
+from autograder.course.source import REPO, assignments
+from autograder.release.notebooks import release
 
 pytestmark = pytest.mark.notebooks
 
