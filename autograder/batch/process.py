@@ -11,11 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from autograder.batch import warm
 from autograder.course.source import env_for_kernels
-from autograder.grading.records import GRADED, GRADER_FAILED, TIMED_OUT, CellResult, Spec, StudentResult
+from autograder.grading.records import GRADED, GRADER_FAILED, TIMED_OUT, Spec, StudentResult
 from autograder.grading.worker import cgroup_name, finish, ipc_prefix
 from autograder.sandbox import limits
 from autograder.sandbox.uid_tier import kill_all_of, remove_tmp_files_of
@@ -39,9 +40,10 @@ def run_worker(spec: Spec, budget: float) -> StudentResult:
     _leave_nothing(spec)
     seconds = time.monotonic() - start
     result_file = root / "result.json"
-    result = json.loads(result_file.read_text()) if result_file.exists() and not timed_out else {}
-    rows = [CellResult.from_json(r) for r in result.get("rows") or []]
-    outcome = GRADED
+    result = StudentResult(spec.student, [], outcome=GRADER_FAILED)
+    if result_file.exists() and not timed_out:
+        result = StudentResult.from_json(json.loads(result_file.read_text()))
+    rows, outcome = result.rows, GRADED
     if not rows:   # killed at the budget, or the worker itself failed: score what the records show
         outcome = TIMED_OUT if timed_out else GRADER_FAILED
         rows = finish(spec)
@@ -50,9 +52,8 @@ def run_worker(spec: Spec, budget: float) -> StudentResult:
                 row.message = (f"grading stopped: the submission used up its {spec.budget:g} s budget"
                                if timed_out else "the grader failed on this submission (see its log)")
                 row.status = "timeout" if timed_out else "error"
-    log = output.decode(errors="replace") + result.get("log", "") + result.get("fatal", "")
-    return StudentResult(student=spec.student, rows=rows, outcome=outcome, root=str(root), log=log, seconds=seconds,
-                         run=spec.run, notebooks=result.get("notebooks", {}), static=result.get("static", {}))
+    log = output.decode(errors="replace") + result.log
+    return replace(result, rows=rows, outcome=outcome, root=str(root), log=log, seconds=seconds, run=spec.run)
 
 
 def _fresh_worker(spec_path: Path, root: Path, env: dict, budget: float) -> tuple[bytes, bool]:

@@ -35,7 +35,7 @@ import nbformat
 
 from autograder.course.nbgrader import copy_source, nbgrader_api, nbgrader_config
 from autograder.course.source import REPO, GradedCell
-from autograder.grading.records import NEEDS_MANUAL, CellResult, Spec
+from autograder.grading.records import GRADER_FAILED, NEEDS_MANUAL, CellResult, Spec, StudentResult
 
 TIMEOUT_ERRORS = {"CellTimeoutError", "KeyboardInterrupt", "TimeoutError", "SubmissionStopped"}
 STOPPED_ERRORS = {"SubmissionStopped", "KernelDied"}     # the evalue says it all
@@ -275,14 +275,14 @@ def _static(spec: Spec, name: str) -> dict[str, str]:
                       grading.exercises_of(spec.assignment))
 
 
-def grade(spec: Spec) -> dict:
-    """Grade the submission; the JSON form of its ``result.json`` (rows, notebooks, static, log)."""
+def grade(spec: Spec) -> StudentResult:
+    """Grade the submission (``ROOT/result.json`` holds the result's JSON form)."""
     root = Path(spec.root)
     student, assignment = spec.student, spec.assignment
     repo = Path(spec.repo or REPO)
     cells = spec.cells
     notebooks = sorted({c.notebook for c in cells})
-    result = {"student": student, "notebooks": {}, "rows": [], "log": ""}
+    result = StudentResult(student=student, rows=[], run=spec.run, root=str(root))
 
     # 1. the course root and the student's folder
     copy_source(assignment, root, repo)
@@ -302,7 +302,7 @@ def grade(spec: Spec) -> dict:
     readable, unreadable = [], {}
     for name in notebooks:
         nb, why = read_submission(Path(spec.submission) / f"{name}.ipynb")
-        result["notebooks"][name] = why or "graded"
+        result.notebooks[name] = why or "graded"
         if nb is None:
             unreadable[name] = why
             continue
@@ -351,7 +351,7 @@ def grade(spec: Spec) -> dict:
             SandboxedKernelManager__max_pids=int(spec.max_pids))
         api = nbgrader_api(config)
         auto = api.autograde(assignment, student, force=True, create=True)
-        result["log"] += auto.get("log", "") + (auto.get("error") or "")
+        result.log += auto.get("log", "") + (auto.get("error") or "")
         shutil.rmtree(ipc, ignore_errors=True)
         for name in readable:
             path = root / "autograded" / student / assignment / f"{name}.ipynb"
@@ -363,7 +363,7 @@ def grade(spec: Spec) -> dict:
 
     # 4. scores from the records, verified here
     rows = score(spec, graded, scores, manual)
-    result["rows"] = [r.to_json() for r in rows]
+    result.rows = rows
 
     # 5. gradebook, verdicts under their cells, feedback
     if graded:
@@ -374,8 +374,8 @@ def grade(spec: Spec) -> dict:
             path.chmod(0o644)                 # nbgrader leaves it read-only (which binds all but root)
             nbformat.write(nb, path)
         fb = api.generate_feedback(assignment, student, force=True)
-        result["log"] += fb.get("log", "") + (fb.get("error") or "")
-    result["static"] = spec.static
+        result.log += fb.get("log", "") + (fb.get("error") or "")
+    result.static = spec.static
     return result
 
 
@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = grade(spec)
     except Exception:
-        result = {"student": spec.student, "fatal": traceback.format_exc(), "rows": []}
-    out.write_text(json.dumps(result, indent=1))
+        result = StudentResult(student=spec.student, rows=[], outcome=GRADER_FAILED, log=traceback.format_exc())
+    out.write_text(json.dumps(result.to_json(), indent=1))
     return 0
 
 
