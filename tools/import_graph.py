@@ -143,11 +143,19 @@ def report(root: Path, out=sys.stdout) -> dict:
     for c in cyc:
         print(f"  cycle: {' <-> '.join(c)}", file=out)
     print("  largest: " + ", ".join(f"{n} ({k})" for n, k in sorted(sizes.items(), key=lambda x: -x[1])[:6]), file=out)
-    bad = against_the_stages(g) if root.name == "autograder" and any((root / s).is_dir() for s in STAGES) else []
+    staged = root.name == "autograder" and any((root / s).is_dir() for s in STAGES)
+    if staged:                                        # the stages' own graph: which stage imports which
+        for i, stage in enumerate(STAGES):
+            uses = sorted({STAGES[stage_of(t)] for n, ts in g.items() if stage_of(n) == i for t in ts
+                           if stage_of(t) is not None and stage_of(t) != i}, key=STAGES.index)
+            print(f"  stage {stage:<8} imports {', '.join(uses) or '-'}", file=out)
+    bad = against_the_stages(g) if staged else []
     for src, t in bad:
         print(f"  against the stages: {src} imports {t}", file=out)
     return dict(levels=max(lv.values()) + 1, cycles=cyc, against=bad)
 
 
 if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)     # `| head` ends it quietly
     report(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "autograder"))
