@@ -37,6 +37,7 @@ c.Autograde.autograde_preprocessors = [
 # (nbgrader #917, #1363). See autograder/grading/preprocessors.py.
 c.GenerateFeedback.preprocessors = [
     "autograder.grading.preprocessors.PendingManualGrades",   # nbgrader's GetGrades + "awaits a grader" (not "Score: 0.0")
+    "autograder.grading.preprocessors.FeedbackSummary",       # the summary on top: exercise, points, status, verdict
     "autograder.grading.preprocessors.SanitizeHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -10,6 +10,11 @@ the feedback, and only errors decide the score.
 ``PendingManualGrades`` (feedback, in place of nbgrader's GetGrades): says under an answer that awaits a
 grader that it does.
 
+``FeedbackSummary`` (feedback, between the two above): the summary at the top of the page, one row per
+graded cell (exercise, points, status, one-line verdict, a link to the cell), in place of nbgrader's list of
+"Test cell (Score: ...)" (``autograder.grading.summary``); ``FeedbackExporter`` puts it there, with the
+style sheet that wraps verdicts, outputs and comments within the page's width.
+
 nbgrader 0.9.6's feedback keeps the hidden tests in the source of test cells (its GenerateFeedback runs
 no ClearHiddenTests; nbgrader #917) and, even when they are cleared, the traceback of a failing test
 prints the lines around the failure, hidden ones included (#1363). ``SanitizeHiddenTests`` runs in
@@ -120,15 +125,20 @@ class PendingManualGrades(GetGrades):
 
     def _get_score(self, cell, resources):
         super()._get_score(cell, resources)
-        grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
-                                          self.assignment_id, self.student_id)
+        gid = cell.metadata["nbgrader"]["grade_id"]
+        grade = self.gradebook.find_grade(gid, self.notebook_id, self.assignment_id, self.student_id)
         if grade.needs_manual_grade and grade.manual_score is None:
             self._pending.add(id(cell))
+            self._states[gid] = "pending"
+        else:
+            self._states[gid] = "manual" if grade.manual_score is not None else "auto"
 
     def preprocess(self, nb, resources):
         from nbformat.v4 import new_markdown_cell
         self._pending = set()
+        self._states = {}
         nb, resources = super().preprocess(nb, resources)
+        resources[GRADE_STATES] = dict(self._states)     # for FeedbackSummary
         cells = []
         for cell in nb.cells:
             cells.append(cell)
@@ -138,7 +148,46 @@ class PendingManualGrades(GetGrades):
         return nb, resources
 
 
+GRADE_STATES = "course_grade_states"     # resources: {grade id: "pending" | "manual" | "auto"}
+SUMMARY = "course_feedback_summary"     # resources: the summary's HTML, which FeedbackExporter puts on top
+
+
+class FeedbackSummary(Preprocessor):
+    """The summary at the top of the page (``autograder.grading.summary``): one row per graded cell, with
+    the exercise's name, its points, status and one-line verdict, linking to the cell. Runs after
+    ``PendingManualGrades`` (nbgrader's scores and comments in the cells, which answers await a grader) and
+    before ``SanitizeHiddenTests`` (it reads the exercise's name from ``grading.check("name", ...)``, which
+    is in the hidden tests); every text of the summary is scrubbed of the hidden lines with
+    ``SanitizeHiddenTests``' own function, and no source line of a test cell enters it."""
+
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        from autograder.grading.summary import render, rows_of_notebook
+        secrets = secrets_of(nb)
+        rows = rows_of_notebook(nb, resources.get(GRADE_STATES, {}), lambda text: _scrub_text(text, secrets))
+        info = resources.get("nbgrader", {})
+        resources[SUMMARY] = render(rows, str(info.get("notebook", "")),
+                                    float(info.get("score") or 0.0), float(info.get("max_score") or 0.0),
+                                    float(info.get("late_penalty") or 0.0))
+        return nb, resources
+
+
 # ---------------------------------------------------------------------------------------------- exporter
+_TOC = re.compile(r'<h4>[^<]*</h4>\s*<div id="toc">.*?</div>', re.S)     # nbgrader's "Test cell (Score: ...)" list
+
+
+def with_summary(page: str, summary: str | None) -> str:
+    """The page with the course's style sheet in its head and ``summary`` in place of nbgrader's list."""
+    from autograder.grading.summary import CSS
+    style = f'<style type="text/css" id="course-feedback-style">{CSS}</style>\n'
+    page = page.replace("</head>", style + "</head>", 1) if "</head>" in page else style + page
+    if summary:
+        page, found = _TOC.subn(lambda m: summary, page, count=1)
+        if not found:                          # another template: the summary goes first in the body
+            page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + summary, page, count=1)
+    return page
+
 _IMG = re.compile(r"<img\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.I)   # a start tag, quoted values may hold '>'
 _HAS_ALT = re.compile(r"\salt\s*=", re.I)
 NO_ALT = "No description has been provided for this image"
@@ -184,4 +233,4 @@ class FeedbackExporter(HTMLExporter):
         if self.offline_math:
             from autograder.grading.mathml import without_mathjax
             html = without_mathjax(html)
-        return _with_alt(html), resources
+        return with_summary(_with_alt(html), resources.get(SUMMARY)), resources

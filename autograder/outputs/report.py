@@ -324,7 +324,8 @@ def _page(assignment, results, tables: dict, figures, similar) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Class report: {e(assignment)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; }}
-table {{ border-collapse: collapse; margin: .5em 0 1em; }} td, th {{ border: 1px solid #ccc; padding: .2em .5em; text-align: left; }}
+table {{ border-collapse: collapse; margin: .5em 0 1em; max-width: 100%; }} td, th {{ border: 1px solid #ccc; padding: .2em .5em; text-align: left; vertical-align: top; }}
+td {{ overflow-wrap: anywhere; word-break: break-word; }} pre {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 90%; }}
 </style></head><body>
 {body}
