@@ -74,6 +74,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", "wandb", ".nbgrader"}
 MAX_FEEDBACK_CHARS = 60_000                          # per notebook, in the feedback test's output
 MAX_CELL_LINES = 60
+WRAP = "white-space: pre-wrap; overflow-wrap: anywhere; word-break: break-word; max-width: 100%;"   # feedback's <pre>
 
 
 # ================================================================================== build
@@ -174,12 +175,12 @@ def _toml(path: Path) -> dict:
     return tomllib.loads(path.read_text())
 
 
-NOT_FOR_GRADING = ("playwright",)
+NOT_FOR_GRADING = ("playwright", "jupyterhub")      # the course's own browser tests, and the hub it may run on
 
 
 def requirements(repo: Path = REPO) -> str:
     """``requirements.txt``: the exact pins of ``pyproject.toml``'s ``[project] dependencies`` (but the
-    browser driver of the course's own tests, which grading never uses: 50 MB less in the image)."""
+    browser driver of the course's own tests and JupyterHub, which grading never uses: 50 MB less in the image)."""
     deps = [d for d in _toml(Path(repo) / "pyproject.toml")["project"]["dependencies"]
             if not d.startswith(NOT_FOR_GRADING)]
     return ("# The course's pinned packages, from pyproject.toml (python -m autograder.outputs.gradescope build).\n"
@@ -390,20 +391,17 @@ def _clip(text: str, lines: int = MAX_CELL_LINES) -> str:
 
 def feedback_html(page: Path | None, notebook: str, rows: list[CellResult], cells_by_id: dict, uploaded_as: str,
                   secrets: set[str]) -> str:
-    """The essential content of a feedback page, as HTML for Gradescope (which sanitizes it): the score,
-    one table row per graded cell, and what the graded test cells and the answer cells printed."""
+    """The essential content of a feedback page, as HTML for Gradescope (which sanitizes it): the page's
+    summary (``autograder.grading.summary``: per graded cell the exercise, points, status and one-line
+    verdict; its styles inline, as Gradescope carries no style sheet), then what the graded test cells and
+    the answer cells printed, wrapped within the width of Gradescope's page."""
+    from autograder.grading.summary import render, rows_of_results
     score, total = sum(r.score for r in rows), sum(r.max_score for r in rows)
     esc = html.escape
-    parts = [f"<p><strong>{esc(notebook)}.ipynb</strong>: {score:g} / {total:g} points"
-             + (f" (graded from your file <code>{esc(uploaded_as)}</code>)" if uploaded_as != f"{notebook}.ipynb" else "")
-             + "</p>", "<table><tr><th>cell</th><th>checks</th><th>points</th><th>verdict</th></tr>"]
-    for r in rows:
-        cell = cells_by_id.get((r.notebook, r.grade_id))
-        checks = ", ".join(cell.exercises) if cell is not None and cell.exercises else ""
-        verdict = r.status + (f": {r.message}" if r.message else "")
-        parts.append(f"<tr><td><code>{esc(r.grade_id)}</code></td><td>{esc(checks)}</td>"
-                     f"<td>{r.score:g} / {r.max_score:g}</td><td>{esc(_scrub(verdict, secrets))}</td></tr>")
-    parts.append("</table>")
+    summary = rows_of_results(rows, cells_by_id, lambda text: _scrub(text, secrets))
+    parts = [render(summary, f"{notebook}.ipynb", score, total, links=False, inline=True)]
+    if uploaded_as != f"{notebook}.ipynb":
+        parts.append(f"<p>(graded from your file <code>{esc(uploaded_as)}</code>)</p>")
     found = []
     if page is not None and page.is_file():
         parser = _FeedbackCells()
@@ -424,7 +422,8 @@ def feedback_html(page: Path | None, notebook: str, rows: list[CellResult], cell
         parts.append("<p>What these cells printed when graded (hidden tests are never shown):</p>")
         used = sum(len(p) + 1 for p in parts)
         for title, outputs in found:
-            part = f"<p>{title}</p><pre>{esc(_clip(_scrub(chr(10).join(outputs), secrets)))}</pre>"
+            part = (f"<p>{title}</p><pre style=\"{WRAP}\">"
+                    f"{esc(_clip(_scrub(chr(10).join(outputs), secrets)))}</pre>")
             if used + len(part) > MAX_FEEDBACK_CHARS:
                 parts.append("<p>(the outputs of the cells after this one were left out: too long)</p>")
                 break
