@@ -11,7 +11,7 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check --progress-b
 
 export WANDB_MODE ?= offline
 
-.PHONY: setup sandbox-deps browser-deps db-deps demo test nbval formgrader export lab release grade bench clean
+.PHONY: setup sandbox-deps browser-deps db-deps hub-deps demo test nbval formgrader export lab release grade bench gpu-check gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -62,11 +62,26 @@ db-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	echo "WARNING: PostgreSQL's server is not installed: the shared-gradebook tests are SKIPPED"
 
+# The JupyterHub test (tests/hub) runs a real hub, whose proxy is configurable-http-proxy from the npm registry
+# (CHP_VERSION, the one we tested): installed here when missing and possible (root with npm); otherwise that
+# test is skipped, loudly.
+CHP_VERSION ?= 5.3.0
+hub-deps:
+	@command -v configurable-http-proxy >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && { command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -qq npm >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1; \
+		  apt-get install -y -qq npm >/dev/null 2>&1; }; }; command -v npm >/dev/null 2>&1; }; }; then \
+		echo "Installing configurable-http-proxy (npm) for the JupyterHub test..."; \
+		npm install -g --silent configurable-http-proxy@$(CHP_VERSION) >/dev/null 2>&1 || true; \
+	fi; true
+	@command -v configurable-http-proxy >/dev/null 2>&1 || \
+	echo "WARNING: configurable-http-proxy is not installed (as root: npm install -g configurable-http-proxy): the JupyterHub test (tests/hub) is SKIPPED"
+
 demo: setup sandbox-deps
 	$(PY) -m autograder release
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
-test: setup sandbox-deps browser-deps db-deps
+test: setup sandbox-deps browser-deps db-deps hub-deps
 	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
@@ -85,13 +100,24 @@ lab: setup
 
 release: setup
 	$(PY) -m autograder release --timings
-	$(PY) -m autograder.submissions
+	$(PY) -m autograder.intake.samples
 
 grade: setup sandbox-deps
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 bench: setup
 	$(PY) -m benchmarks
+
+# The CUDA half in one call on a machine with torch and CUDA; no registry needed there (carry build/gpu-wheels,
+# made by `make gpu-wheels`). Without .venv (a lent GPU machine) it uses that machine's python3. Results in
+# $OUT when set, else build/gpu-check/.
+GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-check:
+	$(GPU_PY) -m gpu.check
+
+gpu-wheels: setup
+	$(PY) -m gpu.wheels
 
 clean:
 	rm -rf grading-out .nbgrader .pytest_cache .hypothesis

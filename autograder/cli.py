@@ -12,6 +12,9 @@
   python -m autograder export OUT [--db URL]
       after manual grading (formgrader): the final grades into OUT's grades.csv, details.csv and canvas.csv,
       and the feedback pages again with the graders' scores and comments
+  python -m autograder hub publish ASSIGNMENT --to DIR | feedback OUT --course ROOT | requirements
+      the course on JupyterHub (docs/jupyterhub.md): the week's student course_lib for students' kernels,
+      a graded OUT's feedback through nbgrader's exchange, the students' environment's pins
   python -m autograder schedule
       the release schedule (schedule.toml), what each notebook needs from the others; refuses a bad one
   python -m autograder grade ASSIGNMENT --submissions DIR --out OUT [--workers N]
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "date and time (YYYY-MM-DDTHH:MM), in the schedule's timezone")
 
     sub.add_parser("schedule", help="print the release schedule and the dependencies found in the code")
+    sub.add_parser("hub", help="the course on JupyterHub: publish | feedback | requirements (python -m autograder hub "
+                               "-h; docs/jupyterhub.md)", add_help=False)
 
     gs = sub.add_parser("gradescope", help="write OUT/autograder.zip, a Gradescope autograder for ASSIGNMENT")
     gs.add_argument("assignment")
@@ -127,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["hub"]:                    # its own commands and options (autograder.release.hub)
+        from autograder.release.hub import main as hub_main
+        return hub_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         repo = args.course.resolve()

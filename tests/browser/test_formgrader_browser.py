@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -231,25 +230,33 @@ def test_manual_grade_in_formgrader_reaches_the_export(fg, offline_page, screens
     assert VERDICT in cell.locator(".output_wrapper").inner_text(), cell.inner_text()[-2000:]
     assert page.locator(".output_wrapper", has_text=VERDICT).count() >= 4     # one per test cell
 
-    # the grader's way: type the score, Tab (the input's change event saves it, PUT /formgrader/api/grade/…)
+    # the grader's way: type the score, Tab (the input's change event saves it, PUT /formgrader/api/grade/…);
+    # then the comment, Tab (PUT /formgrader/api/comment/…). Each is waited for by its PUT's response: the
+    # server has written the gradebook when it answers (a fixed wait failed on a busy machine: the score
+    # saved, the comment not yet)
+    def put_to(kind: str):
+        return page.expect_response(
+            lambda r: r.request.method == "PUT" and f"/formgrader/api/{kind}/" in r.url, timeout=120_000)
+
     score_input.click()
     score_input.fill(_fmt(MANUAL_SCORE))
-    score_input.press("Tab")
+    with put_to("grade") as grade_put:
+        score_input.press("Tab")
     comment = page.locator(f"textarea.comment#{MANUAL_COMMENT_CELL}-comment")
     comment.click()
     comment.fill(MANUAL_COMMENT)
-    comment.press("Tab")
-
-    deadline = time.monotonic() + 10
-    while True:
-        manual, auto_after, text = _bob_grade(fg)
-        if manual is not None and text == MANUAL_COMMENT:
-            break
-        if time.monotonic() > deadline:
+    with put_to("comment") as comment_put:
+        comment.press("Tab")
+    for what, info in (("grade", grade_put), ("comment", comment_put)):
+        if not info.value.ok:
             screenshot(page, "formgrader-submission-not-saved")
-            pytest.fail(f"the manual grade did not reach the gradebook within 10 s: {manual!r}, {text!r}\n"
+            pytest.fail(f"formgrader's PUT of the {what} answered {info.value.status}: {info.value.text()[:500]}\n"
                         f"{servers.log_tail(fg.log)}")
-        time.sleep(0.25)
+    saved_grade, saved_comment = grade_put.value.json(), comment_put.value.json()
+    assert float(saved_grade["manual_score"]) == MANUAL_SCORE, saved_grade
+    assert saved_comment["manual_comment"] == MANUAL_COMMENT, saved_comment
+    manual, auto_after, text = _bob_grade(fg)
+    assert text == MANUAL_COMMENT, (manual, text)
     assert manual == MANUAL_SCORE and auto_after == auto, (manual, auto_after, auto)
     # the picture: bob's comment, then the graded test cell with its 1.5 / 3 and our verdict below
     # (a viewport tall enough for the test cell's source and its output)
