@@ -82,7 +82,7 @@ demo: setup sandbox-deps
 	$(PY) -m autograder grade $(ASSIGNMENT) --submissions $(SUBMISSIONS) --out $(OUT) --workers $(WORKERS)
 
 test: setup sandbox-deps browser-deps db-deps hub-deps
-	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --durations=25 tests
+	NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --dist loadgroup --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
 # bundle tests run every filled solution top to bottom there, and grading them gives full marks.

@@ -60,12 +60,48 @@ def _cuda_available() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip every test marked ``cuda`` (directly, or through the ``device`` fixture's cuda param) when
     there is no CUDA device."""
+    _one_worker_per_shared_fixture(items)
     cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
     if not cuda_items or _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is False")
     for item in cuda_items:
         item.add_marker(skip)
+
+
+# The slowest single test (a JupyterHub, three users, chromium): sent first. Modules whose shared fixture is
+# cheap beside their many slow tests (each runs a notebook): spread over the workers.
+FIRST = ("tests/hub/test_hub.py",)
+SPREAD = ("tests/course_lib/", "tests/notebooks/test_bundle.py")
+
+
+def _one_worker_per_shared_fixture(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``), the tests that share a fixture their own
+    module defines for the module or the session (a graded class, a running server) go to one worker, so
+    the fixture is made once and not once per worker (a fixture parametrized, e.g. by sandbox tier: one
+    group per parameter). Those groups are sent first, JupyterHub's first, and the many short tests fill
+    the workers in at the end."""
+    def group(item: pytest.Item) -> str | None:
+        module = item.nodeid.split("::")[0]
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or module.startswith(SPREAD):
+            return None
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        own = sorted(name for name, defs in info.name2fixturedefs.items()
+                     for d in defs[-1:] if d.baseid == module and str(d.scope).endswith(("module", "session")))
+        if not own:
+            return None
+        return module + "".join(f"[{name}={params[name]}]" for name in own if name in params)
+
+    rank = {}
+    for item in items:
+        name = group(item)
+        if name is not None:
+            item.add_marker(pytest.mark.xdist_group(name=name))
+            rank[item.nodeid] = 1
+        if item.nodeid.startswith(FIRST):
+            rank[item.nodeid] = 0
+    items.sort(key=lambda item: rank.get(item.nodeid, 2))     # stable: the order within each kept
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
