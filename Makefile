@@ -84,7 +84,7 @@ demo: setup sandbox-deps
 # One OpenMP/MKL thread per process: the suite runs dozens of torch processes at once (xdist workers, their
 # grading workers, kernels) on 2 cores, where each one's pool of spinning threads only slows the others.
 test: setup sandbox-deps browser-deps db-deps hub-deps
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --dist loadgroup --durations=25 tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NBGRADER_EXECUTION=ci WANDB_MODE=disabled MPLBACKEND=Agg $(PY) -m pytest -p no:cacheprovider -n 3 --dist loadgroup -m "not slow" --durations=25 tests
 
 # The instructor's notebooks cell by cell with nbval (hidden tests included). Not in `make test`: the
 # bundle tests run every filled solution top to bottom there, and grading them gives full marks.
