@@ -142,6 +142,15 @@ _PROMPTS_JS = """() => Array.from(document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')).map(p => p.textContent.trim())"""
 
 
+def _press(page, section: str, button: str, endpoint: str, then: str) -> None:
+    """In the Assignments tab: press ``button`` of the assignment listed in ``section``, wait for the server's
+    answer (it must say success) and for the assignment to show in the section ``then``."""
+    _assignments_tab(page)
+    reply = _click_and_wait(page, _item(page, section).get_by_role("button", name=button), endpoint)
+    assert reply.get("success"), reply
+    _item(page, then).wait_for(state="visible", timeout=30_000)
+
+
 def _run_all_and_save(page, hub, user: str, n_code: int):
     page.goto(f"{hub.base}/user/{user}/lab/tree/{ASSIGNMENT}/{NOTEBOOK}.ipynb")
     panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").filter(has=page.locator(".jp-Cell")).first
@@ -233,11 +242,7 @@ def test_course_on_jupyterhub_end_to_end(hub, browser):
             page = pages[student] = contexts[student].new_page()
             _login(page, hub, student)
             lap(f"{student} logged in")
-            _assignments_tab(page)
-            reply = _click_and_wait(page, _item(page, "released").get_by_role("button", name="fetch"),
-                                    "assignments/fetch")
-            assert reply.get("success"), reply
-            _item(page, "fetched").wait_for(state="visible", timeout=30_000)
+            _press(page, "released", "fetch", "assignments/fetch", then="fetched")
             lap(f"{student} fetched")
             home = hub.students[student]
             fetched = home / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
@@ -260,11 +265,7 @@ def test_course_on_jupyterhub_end_to_end(hub, browser):
 
             probes[student] = _run_all_and_save(page, hub, student, n_code)
             lap(f"{student} ran and saved")
-            _assignments_tab(page)
-            reply = _click_and_wait(page, _item(page, "fetched").get_by_role("button", name="Submit"),
-                                    "assignments/submit")
-            assert reply.get("success"), reply
-            _item(page, "submitted").wait_for(state="visible", timeout=30_000)
+            _press(page, "fetched", "Submit", "assignments/submit", then="submitted")
             lap(f"{student} submitted")
             if student == a:
                 _shot(page, "hub-assignments-tab")
