@@ -20,11 +20,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder.batch import cache
+from autograder.batch import cache, warm
 from autograder.batch.options import Options
 from autograder.batch.process import run_worker
 from autograder.course.nbgrader import generate, nbgrader_config
 from autograder.course.source import REPO, GradedCell, UsageError
+from autograder.course.timings import limits as cell_limits
 from autograder.grading.records import GRADED, Spec, StudentResult
 from autograder.sandbox import limits
 from autograder.sandbox.kernel import sandbox_mode
@@ -72,7 +73,6 @@ def grade_class(job: Job, options: Options, workdir: Path) -> ClassRun:
     cell_timeout = options.cell_timeout
     if cell_timeout is None:
         cell_timeout = int(nbgrader_config(workdir, repo).Execute.timeout)
-    from autograder.course.timings import limits as cell_limits
     limits_by_nb, limit_rule = cell_limits(assignment, cell_timeout, repo=repo, factor=options.time_factor,
                                            floor=options.time_floor, fixed=options.test_cell_timeout)
     if options.scheduler:                      # a wrong address fails before any work
@@ -103,7 +103,6 @@ def grade_class(job: Job, options: Options, workdir: Path) -> ClassRun:
               f"({cache.DIR}/; --force regrades every one)")
     limits.prune(older_than=600)               # cgroups that killed runs left behind
     if not options.scheduler and students != list(reused):
-        from autograder.batch import warm
         warm.prestart()                                    # loads while the template is made
     built = out / cache.DIR / cache.BUILT                  # made from the sources, reused while they stay
     generate(assignment, workdir / "template", repo, cache=built)   # the gradebook every worker starts from
